@@ -1,0 +1,61 @@
+// CLIP (Radford et al. 2021): an image tower and a text tower projected into one L2-normalised
+// embedding space, compared with a learned temperature. The parameter names are OpenCLIP's CLIP
+// class (text weights at the root) or CustomTextCLIP (text weights under "text.") when
+// custom_text is set, so weights move between the two frameworks unchanged.
+#pragma once
+
+#include "config.h"
+#include "model/modified_resnet.h"
+#include "model/text_transformer.h"
+#include "model/vision_transformer.h"
+
+#include <map>
+
+namespace torchclip {
+
+/// What CLIP's forward returns; the losses take it as is.
+struct ClipOutput {
+  at::Tensor image_features;  // [B, E], normalised
+  at::Tensor text_features;   // [B, E], normalised
+  at::Tensor logit_scale;     // exp(logit_scale): 0-D (or [1] with nonscalar_logit_scale)
+  std::optional<at::Tensor> logit_bias;
+};
+
+class CLIPImpl : public torch::nn::Cloneable<CLIPImpl> {
+ public:
+  explicit CLIPImpl(ModelConfig config) : config(std::move(config)) { reset(); }
+  void reset() override;
+
+  /// images [B, 3, S, S] -> [B, E].
+  at::Tensor encode_image(const at::Tensor& images, bool normalize = false);
+  /// ids [B, T] int64 -> [B, E].
+  at::Tensor encode_text(const at::Tensor& ids, bool normalize = false);
+  /// Both towers, normalised, plus the exponentiated scale and the bias.
+  ClipOutput forward(const at::Tensor& images, const at::Tensor& ids);
+  /// logits_per_image [B_img, B_txt] = exp(logit_scale) * img @ txt^T (+ logit_bias).
+  at::Tensor logits(const at::Tensor& image_features, const at::Tensor& text_features) const;
+  /// Clamps logit_scale in place to [0, ln 100], as OpenCLIP does after every optimizer step.
+  void clamp_logit_scale();
+
+  /// Forward FLOPs of one image and of one text sequence.
+  int64_t image_flops() const;
+  int64_t text_flops() const;
+
+  ModelConfig config;
+  VisionTransformer vit = nullptr;       // registered as "visual" for a ViT config
+  ModifiedResNet resnet = nullptr;       // registered as "visual" for a ResNet config
+  TextTransformer text = nullptr;        // its children are registered at the root unless custom_text
+  at::Tensor logit_scale, logit_bias;    // logit_bias undefined unless init_logit_bias is set
+};
+TORCH_MODULE(CLIP);
+
+/// x / max(||x||_2, 1e-12) along the last dimension, as torch.nn.functional.normalize.
+at::Tensor l2_normalize(const at::Tensor& x);
+
+/// Parameters and buffers by their OpenCLIP state-dict names, sorted by name.
+std::map<std::string, at::Tensor> state_dict(const torch::nn::Module& module);
+
+/// Number of elements in all parameters (buffers excluded), as sum(p.numel()) in PyTorch.
+int64_t parameter_count(const torch::nn::Module& module);
+
+}  // namespace torchclip

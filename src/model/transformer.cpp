@@ -1,0 +1,87 @@
+#include "model/transformer.h"
+
+#include <torch/nn/init.h>
+
+#include <cmath>
+
+namespace torchclip {
+
+at::Tensor activation(const at::Tensor& x, bool quick_gelu) {
+  return quick_gelu ? x * at::sigmoid(1.702 * x) : at::gelu(x);
+}
+
+torch::nn::LayerNorm layer_norm(int64_t width) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({width}).eps(1e-5));
+}
+
+SelfAttentionImpl::SelfAttentionImpl(int64_t width, int64_t heads) : width(width), heads(heads) {
+  TORCH_CHECK(heads > 0 && width % heads == 0, "SelfAttention: width ", width, " is not divisible by heads ", heads);
+  reset();
+}
+
+void SelfAttentionImpl::reset() {
+  // Initialised as torch.nn.MultiheadAttention: xavier-uniform packed projection, zero biases.
+  in_proj_weight = register_parameter("in_proj_weight", at::empty({3 * width, width}));
+  in_proj_bias = register_parameter("in_proj_bias", at::zeros({3 * width}));
+  out_proj = register_module("out_proj", torch::nn::Linear(width, width));
+  torch::nn::init::xavier_uniform_(in_proj_weight);
+  torch::NoGradGuard no_grad;
+  out_proj->bias.zero_();
+}
+
+at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const std::optional<at::Tensor>& attn_mask,
+                                      bool is_causal) {
+  const int64_t B = x.size(0), T = x.size(1), D = width / heads;
+  auto qkv = at::linear(x, in_proj_weight, in_proj_bias)  // [B, T, 3W]
+                 .view({B, T, 3, heads, D})               // [B, T, 3, H, D]
+                 .permute({2, 0, 3, 1, 4});               // [3, B, H, T, D]
+  std::optional<at::Tensor> mask;
+  if (attn_mask) mask = attn_mask->to(x.scalar_type());
+  auto y = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], mask, /*dropout_p=*/0.0, is_causal);
+  y = y.transpose(1, 2).reshape({B, T, width});  // [B, H, T, D] -> [B, T, W]
+  return out_proj(y);
+}
+
+void LayerScaleImpl::reset() { gamma = register_parameter("gamma", at::full({dim}, init_value)); }
+
+void MlpImpl::reset() {
+  c_fc = register_module("c_fc", torch::nn::Linear(width, hidden));
+  c_proj = register_module("c_proj", torch::nn::Linear(hidden, width));
+}
+
+void ResidualAttentionBlockImpl::reset() {
+  const int64_t w = options.width();
+  ln_1 = register_module("ln_1", layer_norm(w));
+  attn = register_module("attn", SelfAttention(w, options.heads()));
+  if (options.ls_init_value()) ls_1 = register_module("ls_1", LayerScale(w, *options.ls_init_value()));
+  ln_2 = register_module("ln_2", layer_norm(w));
+  mlp = register_module("mlp", Mlp(w, static_cast<int64_t>(w * options.mlp_ratio()), options.quick_gelu()));
+  if (options.ls_init_value()) ls_2 = register_module("ls_2", LayerScale(w, *options.ls_init_value()));
+}
+
+at::Tensor ResidualAttentionBlockImpl::forward(const at::Tensor& x, const std::optional<at::Tensor>& attn_mask,
+                                               bool is_causal) {
+  auto a = attn(ln_1(x), attn_mask, is_causal);
+  auto h = x + (ls_1 ? ls_1(a) : a);
+  auto m = mlp(ln_2(h));
+  return h + (ls_2 ? ls_2(m) : m);
+}
+
+void TransformerImpl::reset() {
+  resblocks = register_module("resblocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < options.layers(); ++i) resblocks->push_back(ResidualAttentionBlock(options));
+}
+
+at::Tensor TransformerImpl::forward(at::Tensor x, const std::optional<at::Tensor>& attn_mask, bool is_causal) {
+  for (const auto& block : *resblocks) x = block->as<ResidualAttentionBlockImpl>()->forward(x, attn_mask, is_causal);
+  return x;
+}
+
+int64_t TransformerImpl::flops(int64_t T) const {
+  const int64_t W = options.width(), hidden = static_cast<int64_t>(W * options.mlp_ratio());
+  const int64_t qkv = 2 * T * W * 3 * W, scores = 2 * T * T * W, mix = 2 * T * T * W, out = 2 * T * W * W;
+  const int64_t mlp = 2 * T * W * hidden * 2;
+  return options.layers() * (qkv + scores + mix + out + mlp);
+}
+
+}  // namespace torchclip

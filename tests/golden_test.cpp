@@ -1,0 +1,75 @@
+// Parity of the architecture with open_clip: parameter counts, every state-dict name and shape,
+// and the FLOP count, against tests/golden/architecture.json written by make_golden.py.
+#include "model/clip.h"
+
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
+#include "support.h"
+
+namespace torchclip {
+namespace {
+
+YAML::Node golden() {
+  static YAML::Node g = YAML::LoadFile(TORCHCLIP_SOURCE_DIR "/tests/golden/architecture.json")["models"];
+  return g;
+}
+
+class Architecture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Architecture, MatchesOpenClip) {
+  const std::string name = GetParam();
+  YAML::Node expected = golden()[name];
+  ASSERT_TRUE(expected) << name << " missing from architecture.json: run tests/golden/make_golden.py";
+  CLIP model(load_model_config(name));
+  EXPECT_EQ(parameter_count(*model), expected["parameters"].as<int64_t>());
+  EXPECT_EQ(parameter_count(*model->named_children()["visual"]), expected["visual_parameters"].as<int64_t>());
+  EXPECT_EQ(parameter_count(*model->text), expected["text_parameters"].as<int64_t>());
+
+  auto ours = state_dict(*model);
+  YAML::Node theirs = expected["state_dict"];
+  EXPECT_EQ(ours.size(), theirs.size());
+  for (const auto& kv : theirs) {
+    auto key = kv.first.as<std::string>();
+    auto it = ours.find(key);
+    if (it == ours.end()) {
+      ADD_FAILURE() << "missing " << key;
+      continue;
+    }
+    auto shape = kv.second.as<std::vector<int64_t>>();
+    EXPECT_EQ(it->second.sizes().vec(), shape) << key;
+  }
+  for (const auto& [key, value] : ours) EXPECT_TRUE(theirs[key]) << "unexpected " << key;
+
+  EXPECT_EQ(model->text_flops(), expected["text_flops"].as<int64_t>());
+  const VisionCfg& v = model->config.vision_cfg();
+  int64_t image_flops = expected["image_flops"].as<int64_t>();
+  if (v.is_resnet()) {
+    // open_clip's attention pool projects and attends for all T = (S/32)^2 + 1 tokens and keeps
+    // token 0; ours computes token 0 only. Remove the other T-1 rows from the reference count:
+    // q_proj and c_proj (2*C*C + 2*C*E each row) and their score and mixing products (4*T*C).
+    const int64_t C = v.width() * 32, E = model->config.embed_dim(), s = v.image_size() / 32, T = s * s + 1;
+    image_flops -= (T - 1) * (2 * C * C + 2 * C * E + 4 * T * C);
+  }
+  EXPECT_EQ(model->image_flops(), image_flops);
+}
+
+std::vector<std::string> names() {
+  std::vector<std::string> out;
+  for (const auto& kv : golden()) out.push_back(kv.first.as<std::string>());
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, Architecture, ::testing::ValuesIn(names()),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n) if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return n;
+                         });
+
+TEST(Architecture, EveryShippedConfigHasAGoldenEntry) {
+  for (const auto& n : model_config_names()) EXPECT_TRUE(golden()[n]) << n;
+}
+
+}  // namespace
+}  // namespace torchclip
