@@ -1,0 +1,49 @@
+// `torchclip bench model`: forward+backward throughput of a CLIP config on synthetic data, with
+// the model's FLOPs and this machine's measured matmul rate, so utilisation is visible.
+#pragma once
+
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <string>
+
+namespace torchclip {
+
+struct BenchModelOptions {
+  /// A configs/models name or a YAML path.
+  TORCH_ARG(std::string, config) = "tiny";
+  TORCH_ARG(int64_t, batch) = 8;
+  TORCH_ARG(int64_t, warmup) = 2;
+  TORCH_ARG(int64_t, iters) = 10;
+  /// "fp32" or "bf16" (autocast).
+  TORCH_ARG(std::string, precision) = "fp32";
+  /// "cpu" or "cuda".
+  TORCH_ARG(std::string, device) = "cpu";
+  /// Intra-op threads; 0 keeps LibTorch's default.
+  TORCH_ARG(int64_t, threads) = 0;
+  TORCH_ARG(uint64_t, seed) = 0;
+  TORCH_ARG(bool, progress) = true;
+};
+
+struct BenchModelResult {
+  std::string config, precision, device;
+  int64_t batch = 0, iters = 0, threads = 0, parameters = 0;
+  double step_seconds_median = 0, step_seconds_min = 0;
+  double samples_per_second = 0;
+  /// Forward FLOPs per (image, text) pair; a training step costs about 3x (forward + backward).
+  int64_t forward_flops_per_sample = 0, train_flops_per_sample = 0;
+  double achieved_gflops = 0;   // train_flops_per_sample * samples_per_second / 1e9
+  double matmul_gflops = 0;     // this machine's measured square-matmul rate at this precision
+  double utilisation = 0;       // achieved / matmul
+  double loss = 0;              // last step's clip loss, as a sanity check
+};
+
+BenchModelResult bench_model(const BenchModelOptions& options);
+
+/// Square matmul rate in GFLOP/s on `device` in `precision` (best of a few timed runs).
+double measure_matmul_gflops(const std::string& device, const std::string& precision, int64_t n = 1024);
+
+std::string to_json(const BenchModelResult& r);
+std::string to_text(const BenchModelResult& r);
+
+}  // namespace torchclip

@@ -1,0 +1,92 @@
+#include "util/args.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace torchclip {
+
+Args::Args(const std::vector<std::string>& args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.rfind("--", 0) != 0 || a.size() == 2) {
+      positional_.push_back(a);
+      continue;
+    }
+    auto eq = a.find('=');
+    if (eq != std::string::npos) {
+      values_.emplace(a.substr(2, eq - 2), a.substr(eq + 1));
+    } else if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) {
+      values_.emplace(a.substr(2), args[++i]);
+    } else {
+      flags_.insert(a.substr(2));
+    }
+  }
+}
+
+std::string Args::get(const std::string& name, const std::string& fallback) {
+  known_.insert(name);
+  auto it = values_.find(name);
+  if (it == values_.end()) {
+    if (flags_.count(name)) throw UsageError(fmt::format("--{} needs a value", name));
+    return fallback;
+  }
+  return it->second;
+}
+
+std::string Args::require(const std::string& name) {
+  known_.insert(name);
+  auto it = values_.find(name);
+  if (it == values_.end()) throw UsageError(fmt::format("--{} is required", name));
+  return it->second;
+}
+
+namespace {
+
+template <typename T>
+T parse_number(const std::string& name, const std::string& v, const char* what) {
+  try {
+    size_t used = 0;
+    T x;
+    if constexpr (std::is_integral_v<T>) x = std::stoll(v, &used); else x = std::stod(v, &used);
+    if (used == v.size()) return x;
+  } catch (const std::exception&) {
+  }
+  throw UsageError(fmt::format("--{} expects {}, got '{}'", name, what, v));
+}
+
+}  // namespace
+
+int64_t Args::get_int(const std::string& name, int64_t fallback) {
+  std::string v = get(name, "");
+  return v.empty() ? fallback : parse_number<int64_t>(name, v, "an integer");
+}
+
+double Args::get_double(const std::string& name, double fallback) {
+  std::string v = get(name, "");
+  return v.empty() ? fallback : parse_number<double>(name, v, "a number");
+}
+
+bool Args::flag(const std::string& name) {
+  known_.insert(name);
+  if (values_.count(name)) throw UsageError(fmt::format("--{} takes no value", name));
+  return flags_.count(name) > 0;
+}
+
+std::vector<std::string> Args::get_all(const std::string& name) {
+  known_.insert(name);
+  std::vector<std::string> out;
+  auto range = values_.equal_range(name);
+  for (auto it = range.first; it != range.second; ++it) out.push_back(it->second);
+  return out;
+}
+
+void Args::finish() const {
+  auto check = [&](const std::string& name) {
+    if (!known_.count(name))
+      throw UsageError(fmt::format("unknown flag --{}; known flags: --{}", name, fmt::join(known_, ", --")));
+  };
+  for (const auto& kv : values_) check(kv.first);
+  for (const auto& f : flags_) check(f);
+}
+
+}  // namespace torchclip

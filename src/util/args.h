@@ -1,0 +1,43 @@
+// Command-line flags for the thin programs under tools/: `--name value`, `--name=value`, and
+// boolean `--flag`. Unknown flags are errors that list the known ones.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace torchclip {
+
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Args {
+ public:
+  /// `args` excludes the program and subcommand names.
+  explicit Args(const std::vector<std::string>& args);
+
+  std::string get(const std::string& name, const std::string& fallback);
+  std::string require(const std::string& name);
+  int64_t get_int(const std::string& name, int64_t fallback);
+  double get_double(const std::string& name, double fallback);
+  /// A boolean flag: present or not.
+  bool flag(const std::string& name);
+  /// All values of a repeatable flag (`--set a=1 --set b=2`).
+  std::vector<std::string> get_all(const std::string& name);
+  const std::vector<std::string>& positional() const { return positional_; }
+  /// Throws UsageError for any flag that no call above asked about.
+  void finish() const;
+
+ private:
+  std::multimap<std::string, std::string> values_;
+  std::set<std::string> flags_;
+  std::set<std::string> known_;
+  std::vector<std::string> positional_;
+};
+
+}  // namespace torchclip

@@ -1,0 +1,68 @@
+// The real `torchclip` binary on tiny inputs: outputs, exit codes and error messages.
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
+#include <array>
+#include <cstdio>
+#include <string>
+
+namespace {
+
+struct Run {
+  int code;
+  std::string out;
+};
+
+Run run(const std::string& args) {
+  std::string cmd = std::string(TORCHCLIP_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST(Cli, BenchModelJsonReportsThroughputFlopsAndUtilisation) {
+  auto r = run("bench model --config tiny --batch 4 --iters 2 --warmup 1 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = YAML::Load(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(j["batch"].as<int>(), 4);
+  EXPECT_GT(j["samples_per_second"].as<double>(), 0);
+  EXPECT_EQ(j["forward_flops_per_sample"].as<int64_t>(), 12077184 + 10231808);  // image + text, see golden
+  EXPECT_EQ(j["train_flops_per_sample"].as<int64_t>(), 3 * (12077184 + 10231808));
+  EXPECT_GT(j["matmul_gflops"].as<double>(), 0);
+  EXPECT_GT(j["utilisation"].as<double>(), 0);
+  EXPECT_NEAR(j["loss"].as<double>(), std::log(4.0), 1.0);  // random init: near ln(batch)
+}
+
+TEST(Cli, BenchModelBf16Runs) {
+  auto r = run("bench model --config tiny --batch 2 --iters 1 --warmup 0 --precision bf16 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"precision\": \"bf16\""), std::string::npos);
+}
+
+TEST(Cli, ModelInfoPrintsCountsAndStateDict) {
+  auto r = run("model info --config ViT-B-32 --state-dict");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("parameters: 151277313"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("visual.conv1.weight 768x3x32x32"), std::string::npos);
+}
+
+TEST(Cli, BadConfigIsAClearErrorWithExitCode3) {
+  auto r = run("model info --config no-such-model");
+  EXPECT_EQ(r.code, 3);
+  EXPECT_NE(r.out.find("known names:"), std::string::npos) << r.out;
+}
+
+TEST(Cli, UnknownFlagAndCommandAreUsageErrors) {
+  auto r = run("bench model --config tiny --batchsize 3");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.out.find("unknown flag --batchsize"), std::string::npos) << r.out;
+  EXPECT_NE(run("frobnicate").out.find("unknown command"), std::string::npos);
+  r = run("bench model --config tiny --precision fp8");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("fp32 or bf16"), std::string::npos) << r.out;
+}
+
+}  // namespace

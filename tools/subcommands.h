@@ -1,0 +1,14 @@
+// The subcommands of the torchclip binary. Each parses its flags and calls the library.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace torchclip::tools {
+
+using Argv = std::vector<std::string>;
+
+int bench_main(const Argv& args);
+int model_info_main(const Argv& args);
+
+}  // namespace torchclip::tools
