@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdio>
 #include <string>
+#include <unistd.h>
 
 namespace {
 
@@ -53,6 +54,31 @@ TEST(Cli, BadConfigIsAClearErrorWithExitCode3) {
   auto r = run("model info --config no-such-model");
   EXPECT_EQ(r.code, 3);
   EXPECT_NE(r.out.find("known names:"), std::string::npos) << r.out;
+}
+
+TEST(Cli, TokenizerEncodeMatchesOpenClipIds) {
+  auto r = run("tokenizer encode --text 'a photo of a cat.' --context-length 8");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out, "49406 320 1125 539 320 2368 269 49407\n");
+}
+
+TEST(Cli, TokenizerTrainWritesAModelThatEncodes) {
+  const std::string dir = "/tmp/torchclip_cli_spm_" + std::to_string(getpid());
+  std::string corpus = dir + ".txt";
+  FILE* f = fopen(corpus.c_str(), "w");
+  for (int i = 0; i < 300; ++i) fprintf(f, "a photo of a %s number %d\n", i % 2 ? "shirt" : "sandal", i);
+  fclose(f);
+  auto r = run("tokenizer train --input " + corpus + " --out " + dir + " --vocab-size 60");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("pool_type: eos, eos_id: 3"), std::string::npos) << r.out;
+  r = run("tokenizer encode --tokenizer " + dir + "/tokenizer.model --text 'a photo of a shirt' --context-length 12");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out.rfind("2 ", 0), 0u) << r.out;  // starts with the start id
+  r = run("tokenizer train --input /no/such/file --out " + dir);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("/no/such/file"), std::string::npos) << r.out;
+  std::remove(corpus.c_str());
+  std::system(("rm -rf " + dir).c_str());
 }
 
 TEST(Cli, UnknownFlagAndCommandAreUsageErrors) {

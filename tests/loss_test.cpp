@@ -2,6 +2,7 @@
 
 #include "config.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 

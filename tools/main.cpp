@@ -20,6 +20,11 @@ commands:
                 forward+backward samples/s, model FLOPs and utilisation against this machine's matmul rate
   model info    --config NAME|FILE [--state-dict] [--json]
                 parameter counts, FLOPs and state-dict names of a model config
+  tokenizer train --input captions.txt --out DIR [--vocab-size N] [--model-type unigram|bpe]
+                [--character-coverage F] [--keep-case]
+                trains a SentencePiece model (pad 0, unk 1, start 2, end 3) into DIR/tokenizer.model
+  tokenizer encode [--tokenizer clip-bpe|FILE] [--context-length N] [--text T ...]
+                prints token ids, one line per text (texts from stdin when no --text)
 )";
 
 }  // namespace
@@ -30,6 +35,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, std::function<int(const Argv&)>> commands = {
       {"bench", torchclip::tools::bench_main},
       {"model", torchclip::tools::model_info_main},
+      {"tokenizer", torchclip::tools::tokenizer_main},
   };
   if (args.empty() || args[0] == "-h" || args[0] == "--help") {
     fmt::print("{}", kUsage);
@@ -51,7 +57,7 @@ int main(int argc, char** argv) {
   } catch (const c10::Error& e) {
     fmt::print(stderr, "torchclip {}: {}\n", args[0], e.what_without_backtrace());
     return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // includes file errors from tokenizers
     fmt::print(stderr, "torchclip {}: {}\n", args[0], e.what());
     return 1;
   }

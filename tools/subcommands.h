@@ -10,5 +10,6 @@ using Argv = std::vector<std::string>;
 
 int bench_main(const Argv& args);
 int model_info_main(const Argv& args);
+int tokenizer_main(const Argv& args);
 
 }  // namespace torchclip::tools

@@ -1,0 +1,58 @@
+#include "text/tokenizer.h"
+
+#include "text/bpe_tokenizer.h"
+#include "text/sentencepiece_tokenizer.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+
+namespace torchclip {
+
+std::string models_dir() {
+  if (const char* env = std::getenv("TORCHCLIP_MODELS")) return env;
+  return TORCHCLIP_SOURCE_DIR "/models";
+}
+
+std::vector<int32_t> Tokenizer::encode_padded(std::string_view text, int64_t context_length) const {
+  if (context_length < 2) throw std::invalid_argument(fmt::format("context_length must be >= 2, got {}", context_length));
+  std::vector<int32_t> ids;
+  ids.reserve(context_length);
+  ids.push_back(sot_id());
+  for (int32_t id : encode(text)) ids.push_back(id);
+  ids.push_back(eot_id());
+  if (static_cast<int64_t>(ids.size()) > context_length) {
+    ids.resize(context_length);
+    ids.back() = eot_id();
+  }
+  ids.resize(context_length, pad_id());
+  return ids;
+}
+
+std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& spec) {
+  namespace fs = std::filesystem;
+  if (spec == "clip-bpe") {
+    return std::make_shared<ClipBpeTokenizer>((fs::path(models_dir()) / "bpe_simple_vocab_16e6.txt.gz").string());
+  }
+  if (!fs::exists(spec)) {
+    throw std::runtime_error(fmt::format(
+        "tokenizer '{}' is neither 'clip-bpe' nor an existing file (.txt.gz BPE merges or SentencePiece .model)", spec));
+  }
+  if (spec.size() >= 3 && spec.compare(spec.size() - 3, 3, ".gz") == 0) return std::make_shared<ClipBpeTokenizer>(spec);
+  return std::make_shared<SentencePieceTokenizer>(spec);
+}
+
+at::Tensor tokenize(const Tokenizer& tokenizer, const std::vector<std::string>& texts, int64_t context_length) {
+  auto out = at::empty({static_cast<int64_t>(texts.size()), context_length}, at::kLong);
+  auto acc = out.accessor<int64_t, 2>();
+  for (size_t b = 0; b < texts.size(); ++b) {
+    auto ids = tokenizer.encode_padded(texts[b], context_length);
+    for (int64_t t = 0; t < context_length; ++t) acc[b][t] = ids[t];
+  }
+  return out;  // [B, context_length]
+}
+
+}  // namespace torchclip
