@@ -1,0 +1,434 @@
+#include "data/source.h"
+
+#include "data/image.h"
+#include "data/tar.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+namespace torchclip::data {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error(fmt::format("{}: cannot open the file", path));
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+/// Deterministic permutation of [0, n) for (seed, epoch).
+std::vector<int64_t> permutation(int64_t n, uint64_t seed, int64_t epoch, bool shuffle) {
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  if (shuffle) {
+    std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch) + 1);
+    std::shuffle(order.begin(), order.end(), rng);
+  }
+  return order;
+}
+
+/// Positions of a permutation that belong to (rank, worker): rank-major striping.
+std::vector<int64_t> stripe(const std::vector<int64_t>& order, const StreamSpec& s) {
+  std::vector<int64_t> mine;
+  int64_t k = 0;
+  for (size_t p = 0; p < order.size(); ++p) {
+    if (static_cast<int64_t>(p) % s.world_size != s.rank) continue;
+    if (k++ % s.workers == s.worker) mine.push_back(order[p]);
+  }
+  return mine;
+}
+
+// ---- CSV ---------------------------------------------------------------------------------
+
+class CsvSource : public SampleSource {
+ public:
+  CsvSource(std::string path, const CsvOptions& o) : path_(std::move(path)) {
+    const std::string dir = fs::path(path_).parent_path().string();
+    char sep = o.separator();
+    if (sep == 0) sep = fs::path(path_).extension() == ".csv" ? ',' : '\t';
+    auto rows = parse_csv(read_file(path_), sep);
+    if (rows.empty()) throw std::runtime_error(fmt::format("{}: empty file; expected a header row", path_));
+    const auto& header = rows[0].fields;
+    auto column = [&](const std::string& name) -> int64_t {
+      auto it = std::find(header.begin(), header.end(), name);
+      if (it == header.end()) {
+        throw std::runtime_error(fmt::format("{}:1: no column '{}'; the header has: {} (separator '{}')", path_, name,
+                                             fmt::join(header, ", "), sep == '\t' ? "\\t" : std::string(1, sep)));
+      }
+      return it - header.begin();
+    };
+    const int64_t img = column(o.img_key()), cap = column(o.caption_key());
+    const int64_t lab = o.label_key().empty() ? -1 : column(o.label_key());
+    const size_t needed = static_cast<size_t>(std::max({img, cap, lab})) + 1;
+    for (size_t r = 1; r < rows.size(); ++r) {
+      const CsvRow& row = rows[r];
+      if (row.fields.size() == 1 && row.fields[0].empty()) continue;  // blank line
+      RawSample s;
+      s.origin = fmt::format("{}:{}", path_, row.line);
+      if (row.fields.size() < needed) {
+        s.error_reason = "csv_too_few_columns";
+        s.error_message = fmt::format("{} columns, need at least {}", row.fields.size(), needed);
+      } else {
+        const std::string& p = row.fields[img];
+        s.image_path = fs::path(p).is_absolute() || dir.empty() ? p : (fs::path(dir) / p).string();
+        s.caption = row.fields[cap];
+        if (s.caption.find_first_not_of(" \t\r\n") == std::string::npos) {
+          s.error_reason = "empty_caption";
+          s.error_message = "the caption is empty";
+        }
+        if (lab >= 0) {
+          try {
+            size_t used = 0;
+            s.label = std::stoll(row.fields[lab], &used);
+            if (used != row.fields[lab].size()) throw std::invalid_argument("trailing");
+          } catch (const std::exception&) {
+            s.error_reason = "csv_bad_label";
+            s.error_message = fmt::format("label '{}' is not an integer", row.fields[lab]);
+          }
+        }
+      }
+      samples_.push_back(std::move(s));
+    }
+  }
+
+  std::unique_ptr<SampleStream> open(const StreamSpec& spec) const override {
+    struct Stream : SampleStream {
+      const std::vector<RawSample>* samples;
+      std::vector<int64_t> indices;
+      size_t pos = 0;
+      bool next(RawSample& out) override {
+        if (pos >= indices.size()) return false;
+        out = (*samples)[indices[pos++]];
+        return true;
+      }
+    };
+    auto s = std::make_unique<Stream>();
+    s->samples = &samples_;
+    s->indices = stripe(permutation(static_cast<int64_t>(samples_.size()), spec.seed, spec.epoch, spec.shuffle), spec);
+    return s;
+  }
+  int64_t size() const override { return static_cast<int64_t>(samples_.size()); }
+  std::string describe() const override { return fmt::format("csv {} ({} rows)", path_, samples_.size()); }
+
+ private:
+  std::string path_;
+  std::vector<RawSample> samples_;
+};
+
+// ---- WebDataset ---------------------------------------------------------------------------
+
+class WebDatasetSource : public SampleSource {
+ public:
+  explicit WebDatasetSource(std::string spec) : spec_(std::move(spec)), shards_(expand_shards(spec_)) {
+    if (shards_.empty()) throw std::runtime_error(fmt::format("'{}' names no shards", spec_));
+  }
+
+  std::unique_ptr<SampleStream> open(const StreamSpec& spec) const override {
+    auto order = permutation(static_cast<int64_t>(shards_.size()), spec.seed, spec.epoch, spec.shuffle);
+    std::vector<std::string> mine;
+    for (int64_t i : stripe(order, spec)) mine.push_back(shards_[i]);
+    return std::make_unique<Stream>(std::move(mine), spec);
+  }
+  std::string describe() const override { return fmt::format("webdataset {} ({} shards)", spec_, shards_.size()); }
+
+ private:
+  /// Groups members into samples, shard after shard, through a seeded shuffle buffer.
+  class Stream : public SampleStream {
+   public:
+    Stream(std::vector<std::string> shards, const StreamSpec& spec)
+        : shards_(std::move(shards)), buffer_size_(spec.shuffle ? std::max<int64_t>(1, spec.shuffle_buffer) : 1),
+          rng_(spec.seed * 0x9E3779B97F4A7C15ULL ^ (static_cast<uint64_t>(spec.epoch) << 32) ^
+               static_cast<uint64_t>(spec.rank * 7919 + spec.worker)) {}
+
+    bool next(RawSample& out) override {
+      while (static_cast<int64_t>(buffer_.size()) < buffer_size_ && fill_one()) {
+      }
+      if (buffer_.empty()) return false;
+      std::uniform_int_distribution<size_t> pick(0, buffer_.size() - 1);
+      const size_t k = buffer_size_ > 1 ? pick(rng_) : 0;
+      out = std::move(buffer_[k]);
+      buffer_.erase(buffer_.begin() + static_cast<std::ptrdiff_t>(k));
+      return true;
+    }
+
+   private:
+    /// Reads one more grouped sample into the buffer; false when every shard is done.
+    bool fill_one() {
+      for (;;) {
+        if (!reader_) {
+          if (next_shard_ >= shards_.size()) return flush();
+          shard_ = shards_[next_shard_++];
+          reader_ = std::make_unique<TarReader>(shard_);
+          if (!reader_->ok()) {
+            reader_.reset();
+            RawSample bad;
+            bad.origin = shard_;
+            bad.error_reason = "shard_missing";
+            bad.error_message = "cannot open the shard";
+            buffer_.push_back(std::move(bad));
+            return true;
+          }
+        }
+        std::string name, data;
+        bool more = false;
+        try {
+          more = reader_->next(name, data);
+        } catch (const SampleError& e) {
+          // The rest of the shard is lost. A sample already holding its image and caption is
+          // complete and still paired correctly; anything else being grouped is counted as lost.
+          reader_.reset();
+          if (!(has_image_ && has_caption_)) {
+            current_key_.clear();
+            current_ = RawSample();
+            has_image_ = has_caption_ = false;
+          }
+          flush();
+          RawSample lost;
+          lost.origin = shard_;
+          lost.error_reason = e.reason;
+          lost.error_message = e.what();
+          buffer_.push_back(std::move(lost));
+          return true;
+        }
+        if (!more) {
+          reader_.reset();
+          if (flush()) return true;
+          continue;
+        }
+        const size_t slash = name.rfind('/');
+        const size_t dot = name.find('.', slash == std::string::npos ? 0 : slash + 1);
+        const std::string key = name.substr(0, dot);
+        std::string ext = dot == std::string::npos ? "" : name.substr(dot + 1);
+        std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+        bool emitted = false;
+        if (!current_key_.empty() && key != current_key_) emitted = flush();
+        current_key_ = key;
+        current_.origin = fmt::format("{}:{}", shard_, key);
+        if (ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "webp") {
+          current_.image_bytes = std::move(data);
+          has_image_ = true;
+        } else if (ext == "txt") {
+          current_.caption = std::move(data);
+          has_caption_ = true;
+        } else if (ext == "cls") {
+          try {
+            current_.label = std::stoll(data);
+          } catch (const std::exception&) {
+            current_.label = -1;
+          }
+        }
+        if (emitted) return true;
+      }
+    }
+
+    /// Emits the sample being grouped, if any; returns whether one was emitted.
+    bool flush(bool force = false) {
+      if (current_key_.empty() && !force) return false;
+      if (current_.error_reason.empty()) {
+        if (!has_image_) {
+          current_.error_reason = "tar_no_image";
+          current_.error_message = "a caption without an image";
+        } else if (!has_caption_) {
+          current_.error_reason = "tar_no_caption";
+          current_.error_message = "an image without a caption (.txt)";
+        }
+      }
+      buffer_.push_back(std::move(current_));
+      current_ = RawSample();
+      current_key_.clear();
+      has_image_ = has_caption_ = false;
+      return true;
+    }
+
+    std::vector<std::string> shards_;
+    size_t next_shard_ = 0;
+    std::string shard_;
+    std::unique_ptr<TarReader> reader_;
+    std::string current_key_;
+    RawSample current_;
+    bool has_image_ = false, has_caption_ = false;
+    int64_t buffer_size_;
+    std::deque<RawSample> buffer_;
+    std::mt19937_64 rng_;
+  };
+
+  std::string spec_;
+  std::vector<std::string> shards_;
+};
+
+// ---- synthetic ----------------------------------------------------------------------------
+
+class SyntheticSource : public SampleSource {
+ public:
+  SyntheticSource(int64_t count, int w, int h, int quality) : count_(count), w_(w), h_(h) {
+    // A few distinct encoded images, reused: generating is not what benchmarks should measure.
+    for (int k = 0; k < 8; ++k) {
+      cv::Mat img(h, w, CV_8UC3);
+      cv::RNG rng(k + 1);
+      rng.fill(img, cv::RNG::UNIFORM, 0, 255);
+      cv::GaussianBlur(img, img, cv::Size(0, 0), 3.0);  // photo-like smoothness, realistic JPEG size
+      std::vector<unsigned char> buf;
+      cv::imencode(".jpg", img, buf, {cv::IMWRITE_JPEG_QUALITY, quality});
+      images_.emplace_back(buf.begin(), buf.end());
+    }
+  }
+  std::unique_ptr<SampleStream> open(const StreamSpec& spec) const override {
+    struct Stream : SampleStream {
+      const SyntheticSource* src;
+      std::vector<int64_t> indices;
+      size_t pos = 0;
+      bool next(RawSample& out) override {
+        if (pos >= indices.size()) return false;
+        const int64_t i = indices[pos++];
+        out = RawSample();
+        out.image_bytes = src->images_[i % src->images_.size()];
+        out.caption = fmt::format("a synthetic photo number {} of pattern {}", i, i % 8);
+        out.label = i % 8;
+        out.origin = fmt::format("synthetic:{}", i);
+        return true;
+      }
+    };
+    auto s = std::make_unique<Stream>();
+    s->src = this;
+    s->indices = stripe(permutation(count_, spec.seed, spec.epoch, spec.shuffle), spec);
+    return s;
+  }
+  int64_t size() const override { return count_; }
+  std::string describe() const override { return fmt::format("synthetic {} images of {}x{}", count_, w_, h_); }
+
+ private:
+  int64_t count_;
+  int w_, h_;
+  std::vector<std::string> images_;
+};
+
+}  // namespace
+
+std::vector<CsvRow> parse_csv(const std::string& text, char sep) {
+  std::vector<CsvRow> rows;
+  CsvRow row;
+  std::string field;
+  int64_t line = 1;
+  row.line = 1;
+  bool quoted = false, field_started = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (quoted) {
+      if (c == '"') {
+        if (i + 1 < text.size() && text[i + 1] == '"') {
+          field += '"';
+          ++i;
+        } else {
+          quoted = false;
+        }
+      } else {
+        if (c == '\n') ++line;
+        field += c;
+      }
+      continue;
+    }
+    if (c == '"' && !field_started) {
+      quoted = field_started = true;
+    } else if (c == sep) {
+      row.fields.push_back(std::move(field));
+      field.clear();
+      field_started = false;
+    } else if (c == '\n' || c == '\r') {
+      if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
+      row.fields.push_back(std::move(field));
+      field.clear();
+      field_started = false;
+      rows.push_back(std::move(row));
+      row = CsvRow();
+      row.line = ++line;
+    } else {
+      field += c;
+      field_started = true;
+    }
+  }
+  if (field_started || !row.fields.empty()) {
+    row.fields.push_back(std::move(field));
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+std::vector<std::string> expand_shards(const std::string& spec) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    size_t end = spec.find("::", start);
+    if (end == std::string::npos) end = spec.size();
+    std::vector<std::string> parts = {spec.substr(start, end - start)};
+    for (bool changed = true; changed;) {  // expand the first brace of each part until none is left
+      changed = false;
+      std::vector<std::string> next;
+      for (const auto& p : parts) {
+        const size_t open = p.find('{'), close = p.find('}', open);
+        const size_t dots = open == std::string::npos ? std::string::npos : p.find("..", open);
+        if (open == std::string::npos || close == std::string::npos || dots == std::string::npos || dots > close) {
+          next.push_back(p);
+          continue;
+        }
+        const std::string lo = p.substr(open + 1, dots - open - 1), hi = p.substr(dots + 2, close - dots - 2);
+        int64_t a = 0, b = 0;
+        try {
+          a = std::stoll(lo);
+          b = std::stoll(hi);
+        } catch (const std::exception&) {
+          throw std::invalid_argument(fmt::format("'{}': brace range {{{}..{}}} is not numeric", spec, lo, hi));
+        }
+        if (b < a) throw std::invalid_argument(fmt::format("'{}': brace range {{{}..{}}} is empty", spec, lo, hi));
+        for (int64_t v = a; v <= b; ++v) {
+          next.push_back(p.substr(0, open) + fmt::format("{:0{}d}", v, static_cast<int>(lo.size())) + p.substr(close + 1));
+        }
+        changed = true;
+      }
+      parts = std::move(next);
+    }
+    for (auto& p : parts)
+      if (!p.empty()) out.push_back(std::move(p));
+    if (end == spec.size()) break;
+    start = end + 2;
+  }
+  return out;
+}
+
+std::shared_ptr<SampleSource> csv_source(const std::string& path, const CsvOptions& o) {
+  return std::make_shared<CsvSource>(path, o);
+}
+std::shared_ptr<SampleSource> webdataset_source(const std::string& spec) { return std::make_shared<WebDatasetSource>(spec); }
+std::shared_ptr<SampleSource> synthetic_source(int64_t count, int w, int h, int quality) {
+  return std::make_shared<SyntheticSource>(count, w, h, quality);
+}
+
+std::shared_ptr<SampleSource> open_source(const std::string& spec, const CsvOptions& csv) {
+  if (spec.rfind("synthetic:", 0) == 0) {
+    int64_t n = 0;
+    int w = 500, h = 375;
+    if (std::sscanf(spec.c_str(), "synthetic:%ld:%dx%d", &n, &w, &h) < 1 || n <= 0)
+      throw std::invalid_argument(fmt::format("'{}': expected synthetic:COUNT[:WIDTHxHEIGHT]", spec));
+    return synthetic_source(n, w, h);
+  }
+  if (spec.find(".tar") != std::string::npos) return webdataset_source(spec);
+  if (!fs::is_regular_file(spec))
+    throw std::runtime_error(fmt::format("'{}': no such file; a data source is a .csv/.tsv file, WebDataset .tar "
+                                         "shards (brace ranges and '::' allowed) or synthetic:COUNT", spec));
+  return csv_source(spec, csv);
+}
+
+}  // namespace torchclip::data

@@ -1,0 +1,48 @@
+// Image transforms as OpenCLIP's image_transform: RandomResizedCrop for training, resize of the
+// shortest side plus centre crop for evaluation, then normalisation to a float tensor.
+#pragma once
+
+#include <torch/arg.h>
+
+#include <array>
+#include <cstdint>
+#include <random>
+
+namespace at {
+class Tensor;
+}
+namespace cv {
+class Mat;
+}
+
+namespace torchclip::data {
+
+using Rgb = std::array<double, 3>;
+
+struct ImageTransformOptions {
+  TORCH_ARG(int64_t, image_size) = 224;
+  /// OpenAI's CLIP statistics (OpenCLIP's OPENAI_DATASET_MEAN / _STD).
+  TORCH_ARG(Rgb, mean) = {0.48145466, 0.4578275, 0.40821073};
+  TORCH_ARG(Rgb, std) = {0.26862954, 0.26130258, 0.27577711};
+  /// Training: RandomResizedCrop(scale, ratio); evaluation: resize + centre crop.
+  TORCH_ARG(bool, train) = false;
+  TORCH_ARG(double, scale_min) = 0.9;
+  TORCH_ARG(double, scale_max) = 1.0;
+  TORCH_ARG(double, ratio_min) = 3.0 / 4.0;
+  TORCH_ARG(double, ratio_max) = 4.0 / 3.0;
+};
+
+struct CropBox {
+  int top, left, height, width;
+};
+
+/// torchvision's RandomResizedCrop.get_params: 10 tries at a random area and aspect ratio, then
+/// a centre crop clamped to the ratio range.
+CropBox random_resized_crop_box(int height, int width, const ImageTransformOptions& o, std::mt19937_64& rng);
+
+/// RGB uint8 [H, W, 3] -> normalised float [3, S, S] written into `out` (which must be that shape).
+/// `rng` is used only when training. Shrinking uses area interpolation (antialiased, close to
+/// PIL's bicubic), enlarging bicubic.
+void transform_image(const cv::Mat& rgb, const ImageTransformOptions& o, std::mt19937_64& rng, at::Tensor& out);
+
+}  // namespace torchclip::data
