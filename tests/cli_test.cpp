@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdio>
 #include <string>
+#include <vector>
 #include <unistd.h>
 
 namespace {
@@ -79,6 +80,71 @@ TEST(Cli, TokenizerTrainWritesAModelThatEncodes) {
   EXPECT_NE(r.out.find("/no/such/file"), std::string::npos) << r.out;
   std::remove(corpus.c_str());
   std::system(("rm -rf " + dir).c_str());
+}
+
+/// Writes an IDX file of unsigned bytes (magic 0x0000080N, big-endian dims).
+void write_idx(const std::string& path, const std::vector<int>& dims, const std::vector<unsigned char>& data) {
+  FILE* f = fopen(path.c_str(), "wb");
+  unsigned char magic[4] = {0, 0, 8, static_cast<unsigned char>(dims.size())};
+  fwrite(magic, 1, 4, f);
+  for (int d : dims) {
+    unsigned char be[4] = {static_cast<unsigned char>(d >> 24), static_cast<unsigned char>(d >> 16),
+                           static_cast<unsigned char>(d >> 8), static_cast<unsigned char>(d)};
+    fwrite(be, 1, 4, f);
+  }
+  fwrite(data.data(), 1, data.size(), f);
+  fclose(f);
+}
+
+TEST(Cli, PrepareFashionMnistThenDataCheck) {
+  const std::string dir = "/tmp/torchclip_cli_fm_" + std::to_string(getpid());
+  std::system(("mkdir -p " + dir + "/idx").c_str());
+  for (const std::string split : {"train", "t10k"}) {
+    const int n = split == "train" ? 20 : 10;
+    std::vector<unsigned char> pixels(n * 28 * 28), labels(n);
+    for (int i = 0; i < n; ++i) {
+      labels[i] = static_cast<unsigned char>(i % 10);
+      for (int p = 0; p < 28 * 28; ++p) pixels[i * 784 + p] = static_cast<unsigned char>((p * (i + 1)) % 251);
+    }
+    write_idx(dir + "/idx/" + split + "-images-idx3-ubyte.gz", {n, 28, 28}, pixels);  // gzopen reads plain files
+    write_idx(dir + "/idx/" + split + "-labels-idx1-ubyte.gz", {n}, labels);
+  }
+  auto r = run("prepare fashion-mnist --source " + dir + "/idx --out " + dir + "/fm --format wds");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("20 training and 10 test images"), std::string::npos) << r.out;
+  r = run("data check --data " + dir + "/fm/test.csv --csv-label-key label --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = YAML::Load(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(j["good"].as<int>(), 10);
+  EXPECT_EQ(j["skipped"].as<int>(), 0);
+  EXPECT_EQ(j["image_width"]["p50"].as<int>(), 28);
+  r = run("data check --data " + dir + "/fm/shards/train-000000.tar --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(YAML::Load(r.out.substr(r.out.find('{')))["good"].as<int>(), 20);
+  // Bad input: a broken image and a short row are skipped and counted by reason, with examples.
+  FILE* f = fopen((dir + "/fm/bad.csv").c_str(), "w");
+  fprintf(f, "filepath,title\nimages/test/00000.png,ok\nimages/test/00001.png\nnot-there.png,gone\n");
+  fclose(f);
+  r = run("data check --data " + dir + "/fm/bad.csv --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  j = YAML::Load(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(j["good"].as<int>(), 1);
+  EXPECT_EQ(j["skipped"].as<int>(), 2);
+  EXPECT_EQ(j["skipped_by_reason"]["csv_too_few_columns"].as<int>(), 1);
+  EXPECT_EQ(j["skipped_by_reason"]["image_missing"].as<int>(), 1);
+  EXPECT_NE(j["examples"]["csv_too_few_columns"][0].as<std::string>().find("bad.csv:3"), std::string::npos);
+  r = run("data check --data " + dir + "/fm/nothing.csv");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("nothing.csv"), std::string::npos) << r.out;
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST(Cli, BenchDataRunsWithoutThePeer) {
+  auto r = run("bench data --images 40 --batch 8 --no-compare --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = YAML::Load(r.out.substr(r.out.rfind("{\"images\"")));
+  EXPECT_EQ(j["images"].as<int>(), 40);
+  EXPECT_GT(j["torchclip_images_per_second"].as<double>(), 0);
 }
 
 TEST(Cli, UnknownFlagAndCommandAreUsageErrors) {

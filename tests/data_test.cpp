@@ -22,14 +22,18 @@ std::string fixture(const std::string& name) {
   return ss.str();
 }
 
-cv::Vec3b px(const cv::Mat& m, int x, int y) { return m.at<cv::Vec3b>(y, x); }
+/// The pixel at (x, y) as (R, G, B): decode_image returns OpenCV's BGR order.
+cv::Vec3b px(const cv::Mat& m, int x, int y) {
+  const cv::Vec3b bgr = m.at<cv::Vec3b>(y, x);
+  return {bgr[2], bgr[1], bgr[0]};
+}
 
-TEST(DecodeImage, EveryPixelFormatBecomesRgb) {
+TEST(DecodeImage, EveryPixelFormatBecomes8BitColour) {
   auto rgb = decode_image(fixture("rgb.png"));
   ASSERT_EQ(rgb.type(), CV_8UC3);
   EXPECT_EQ(rgb.cols, 4);
   EXPECT_EQ(rgb.rows, 3);
-  EXPECT_EQ(px(rgb, 0, 0), cv::Vec3b(200, 10, 20));  // RGB order, not OpenCV's BGR
+  EXPECT_EQ(px(rgb, 0, 0), cv::Vec3b(200, 10, 20));
   EXPECT_EQ(px(rgb, 3, 2), cv::Vec3b(5, 40, 250));
   EXPECT_EQ(px(decode_image(fixture("rgb.webp")), 0, 1), cv::Vec3b(200, 10, 20));
   auto jpg = decode_image(fixture("rgb.jpg"));
@@ -77,7 +81,7 @@ TEST(ProbeImage, ReadsSizesFromHeaders) {
 }
 
 TEST(Transform, EvalResizesShortSideAndCropsTheCentre) {
-  // 40x20 landscape: left quarter black, middle half grey 128, right quarter white.
+  // 40x20 landscape (BGR): left quarter black, middle half grey 128, right quarter white.
   cv::Mat img(20, 40, CV_8UC3, cv::Scalar(128, 128, 128));
   img(cv::Rect(0, 0, 10, 20)).setTo(cv::Scalar(0, 0, 0));
   img(cv::Rect(30, 0, 10, 20)).setTo(cv::Scalar(255, 255, 255));
@@ -90,6 +94,12 @@ TEST(Transform, EvalResizesShortSideAndCropsTheCentre) {
   transform_image(img, n, rng, out);
   EXPECT_NEAR(out[0][5][5].item<double>(), (128 / 255.0 - 0.48145466) / 0.26862954, 1e-5);
   EXPECT_NEAR(out[2][5][5].item<double>(), (128 / 255.0 - 0.40821073) / 0.27577711, 1e-5);
+  // Channel order: a BGR (10, 20, 30) pixel becomes RGB planes (30, 20, 10).
+  cv::Mat coloured(4, 4, CV_8UC3, cv::Scalar(10, 20, 30));
+  auto small = at::empty({3, 4, 4});
+  transform_image(coloured, ImageTransformOptions().image_size(4).mean({0, 0, 0}).std({1, 1, 1}), rng, small);
+  EXPECT_NEAR(small[0][1][1].item<double>(), 30 / 255.0, 1e-6);
+  EXPECT_NEAR(small[2][1][1].item<double>(), 10 / 255.0, 1e-6);
 }
 
 TEST(Transform, RandomResizedCropStaysInBoundsAndScaleRange) {

@@ -1,3 +1,4 @@
+#include "bench/bench_data.h"
 #include "bench/bench_model.h"
 #include "subcommands.h"
 #include "util/args.h"
@@ -6,9 +7,28 @@
 
 namespace torchclip::tools {
 
+int bench_data_main(Args& args) {
+  BenchDataOptions o;
+  o.images(args.get_int("images", o.images()))
+      .workers(args.get_int("workers", o.workers()))
+      .batch(args.get_int("batch", o.batch()))
+      .image_size(args.get_int("size", o.image_size()))
+      .dir(args.get("dir", o.dir()))
+      .data(args.get("data", o.data()))
+      .python(args.get("python", o.python()))
+      .compare(!args.flag("no-compare"));
+  const bool json = args.flag("json");
+  args.finish();
+  BenchDataResult r = bench_data(o);
+  fmt::print("{}\n", json ? r.to_json() : r.to_text());
+  return 0;
+}
+
 int bench_main(const Argv& argv) {
-  if (argv.empty() || argv[0] != "model") throw UsageError("bench needs a target: bench model");
-  Args args(Argv(argv.begin() + 1, argv.end()));
+  const std::string target = argv.empty() ? "" : argv[0];
+  Args args(Argv(argv.empty() ? argv.begin() : argv.begin() + 1, argv.end()));
+  if (target == "data") return bench_data_main(args);
+  if (target != "model") throw UsageError("bench needs a target: bench model | bench data");
   BenchModelOptions o;
   o.config(args.require("config"))
       .batch(args.get_int("batch", o.batch()))

@@ -15,9 +15,17 @@ namespace {
 const char* kUsage = R"(usage: torchclip <command> [flags]
 
 commands:
+  prepare fashion-mnist [--out DIR] [--format csv|wds] [--source DIR]
+                writes data/fashion-mnist/: PNGs, train.csv, test.csv, classes, templates (and shards)
+  data check    --data SOURCE [--json] [--workers N] [--tokenizer T] [--context-length N]
+                [--csv-img-key K] [--csv-caption-key K] [--csv-label-key K] [--csv-separator C]
+                reads a whole dataset as training would: usable and skipped samples by reason,
+                image sizes, caption lengths. SOURCE: a .csv/.tsv, tar shards ({a..b}, ::), synthetic:N
   bench model   --config NAME|FILE [--batch N] [--iters N] [--warmup N] [--precision fp32|bf16]
                 [--device cpu|cuda] [--threads N] [--json]
                 forward+backward samples/s, model FLOPs and utilisation against this machine's matmul rate
+  bench data    [--images N] [--workers N] [--batch N] [--size S] [--dir DIR] [--data CSV] [--no-compare] [--json]
+                images/s of torchclip's loader and of open_clip's Python pipeline on the same JPEGs
   model info    --config NAME|FILE [--state-dict] [--json]
                 parameter counts, FLOPs and state-dict names of a model config
   tokenizer train --input captions.txt --out DIR [--vocab-size N] [--model-type unigram|bpe]
@@ -36,6 +44,8 @@ int main(int argc, char** argv) {
       {"bench", torchclip::tools::bench_main},
       {"model", torchclip::tools::model_info_main},
       {"tokenizer", torchclip::tools::tokenizer_main},
+      {"data", torchclip::tools::data_main},
+      {"prepare", torchclip::tools::prepare_main},
   };
   if (args.empty() || args[0] == "-h" || args[0] == "--help") {
     fmt::print("{}", kUsage);

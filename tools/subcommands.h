@@ -11,5 +11,7 @@ using Argv = std::vector<std::string>;
 int bench_main(const Argv& args);
 int model_info_main(const Argv& args);
 int tokenizer_main(const Argv& args);
+int data_main(const Argv& args);
+int prepare_main(const Argv& args);
 
 }  // namespace torchclip::tools

@@ -91,29 +91,29 @@ cv::Mat decode_image(std::string_view bytes, int64_t max_pixels) {
   }
   if (raw.depth() == CV_16U) raw.convertTo(raw, CV_8U, 1.0 / 257.0);
   if (raw.depth() != CV_8U) throw SampleError("image_corrupt", "unsupported sample depth");
-  cv::Mat rgb;
+  cv::Mat bgr;
   switch (raw.channels()) {
     case 1:
-      cv::cvtColor(raw, rgb, cv::COLOR_GRAY2RGB);
+      cv::cvtColor(raw, bgr, cv::COLOR_GRAY2BGR);
       break;
     case 3:
-      cv::cvtColor(raw, rgb, cv::COLOR_BGR2RGB);
+      bgr = raw;
       break;
     case 4: {  // composite onto white: c = c*a + 255*(1-a)
-      cv::Mat bgra_f, out;
+      cv::Mat bgra_f;
       raw.convertTo(bgra_f, CV_32F, 1.0 / 255.0);
       std::vector<cv::Mat> ch;
       cv::split(bgra_f, ch);
       for (int k = 0; k < 3; ++k) ch[k] = ch[k].mul(ch[3]) + (1.0 - ch[3]);
-      cv::Mat bgr;
-      cv::merge(std::vector<cv::Mat>{ch[2], ch[1], ch[0]}, bgr);  // -> RGB order
-      bgr.convertTo(rgb, CV_8U, 255.0);
+      cv::Mat merged;
+      cv::merge(std::vector<cv::Mat>{ch[0], ch[1], ch[2]}, merged);
+      merged.convertTo(bgr, CV_8U, 255.0);
       break;
     }
     default:
       throw SampleError("image_corrupt", fmt::format("unsupported channel count {}", raw.channels()));
   }
-  return rgb;
+  return bgr;
 }
 
 }  // namespace torchclip::data

@@ -29,8 +29,9 @@ struct ImageHeader {
 /// Reads format and size from the first bytes; nullopt when the bytes are no JPEG, PNG or WebP.
 std::optional<ImageHeader> probe_image(std::string_view bytes);
 
-/// Decodes to 8-bit RGB (CV_8UC3). Grey and palette images are expanded, alpha is composited onto
-/// white, 16-bit images are scaled to 8 bits. Throws SampleError with reason image_empty,
+/// Decodes to 8-bit BGR (CV_8UC3, OpenCV's channel order: the transform reorders while it
+/// normalises, so no separate conversion pass is spent). Grey and palette images are expanded,
+/// alpha is composited onto white, 16-bit images are scaled to 8 bits. Throws SampleError with reason image_empty,
 /// not_an_image, image_too_large, image_truncated or image_corrupt.
 cv::Mat decode_image(std::string_view bytes, int64_t max_pixels = 89478485);
 

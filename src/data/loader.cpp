@@ -7,6 +7,7 @@
 #include <opencv2/core.hpp>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -37,6 +38,8 @@ Loader::Loader(std::shared_ptr<const SampleSource> source, std::shared_ptr<const
   TORCH_CHECK(source_ && tokenizer_, "Loader: source and tokenizer are required");
   TORCH_CHECK(options_.batch_size() > 0 && options_.workers() > 0 && options_.prefetch() > 0,
               "Loader: batch_size, workers and prefetch must be positive");
+  // Parallelism comes from the workers; OpenCV's own thread pool would oversubscribe the cores.
+  cv::setNumThreads(0);
   TORCH_CHECK(options_.world_size() > 0 && options_.rank() >= 0 && options_.rank() < options_.world_size(),
               "Loader: rank ", options_.rank(), " is outside world_size ", options_.world_size());
 }
@@ -101,21 +104,22 @@ Loader::Item Loader::process(RawSample& raw, std::mt19937_64& rng) const {
   try {
     if (!raw.error_reason.empty()) throw SampleError(raw.error_reason, raw.error_message);
     if (raw.image_bytes.empty() && !raw.image_path.empty()) {
-      std::ifstream f(raw.image_path, std::ios::binary);
+      std::ifstream f(raw.image_path, std::ios::binary | std::ios::ate);
       if (!f) throw SampleError("image_missing", fmt::format("cannot open {}", raw.image_path));
-      std::ostringstream ss;
-      ss << f.rdbuf();
-      raw.image_bytes = ss.str();
+      raw.image_bytes.resize(static_cast<size_t>(f.tellg()));
+      f.seekg(0);
+      f.read(raw.image_bytes.data(), static_cast<std::streamsize>(raw.image_bytes.size()));
+      if (!f) throw SampleError("image_missing", fmt::format("cannot read {}", raw.image_path));
     }
-    cv::Mat rgb = decode_image(raw.image_bytes, options_.max_image_pixels());
-    item.width = rgb.cols;
-    item.height = rgb.rows;
+    cv::Mat bgr = decode_image(raw.image_bytes, options_.max_image_pixels());
+    item.width = bgr.cols;
+    item.height = bgr.rows;
     const int64_t S = options_.transform().image_size();
     item.image = at::empty({3, S, S}, at::kFloat);
-    transform_image(rgb, options_.transform(), rng, item.image);
-    auto full = tokenizer_->encode(raw.caption);
-    item.tokens = static_cast<int>(full.size()) + 2;
-    item.ids = tokenizer_->encode_padded(raw.caption, options_.context_length());
+    transform_image(bgr, options_.transform(), rng, item.image);
+    auto ids = tokenizer_->encode(raw.caption);
+    item.tokens = static_cast<int>(ids.size()) + 2;
+    item.ids = pad_ids(*tokenizer_, std::move(ids), options_.context_length());
     item.ok = true;
   } catch (const SampleError& e) {
     item.reason = e.reason;
@@ -215,8 +219,11 @@ bool Loader::next(Batch& out) {
   }
   if (items.empty() || (options_.drop_last() && static_cast<int64_t>(items.size()) < B)) return false;
   const int64_t n = static_cast<int64_t>(items.size()), T = options_.context_length();
-  std::vector<at::Tensor> images;
-  images.reserve(n);
+  const int64_t S = options_.transform().image_size(), per_image = 3 * S * S;
+  // Plain copies on this thread: an ATen op here (at::stack) would wake the OpenMP pool, whose
+  // spinning threads then compete with the decode workers for the same cores.
+  out.images = at::empty({n, 3, S, S}, at::kFloat);
+  float* dst = out.images.data_ptr<float>();
   out.texts = at::empty({n, T}, at::kLong);
   out.labels = at::empty({n}, at::kLong);
   auto texts = out.texts.accessor<int64_t, 2>();
@@ -226,7 +233,7 @@ bool Loader::next(Batch& out) {
   out.image_sizes.clear();
   out.token_counts.clear();
   for (int64_t i = 0; i < n; ++i) {
-    images.push_back(items[i].image);
+    std::memcpy(dst + i * per_image, items[i].image.data_ptr<float>(), per_image * sizeof(float));
     for (int64_t t = 0; t < T; ++t) texts[i][t] = items[i].ids[t];
     labels[i] = items[i].label;
     out.origins.push_back(std::move(items[i].origin));
@@ -234,8 +241,7 @@ bool Loader::next(Batch& out) {
     out.image_sizes.emplace_back(items[i].width, items[i].height);
     out.token_counts.push_back(items[i].tokens);
   }
-  out.images = at::stack(images);  // [B, 3, S, S]
-  return true;
+  return true;  // out.images: [B, 3, S, S]
 }
 
 LoaderState Loader::state() const { return state_; }

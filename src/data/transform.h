@@ -40,9 +40,10 @@ struct CropBox {
 /// a centre crop clamped to the ratio range.
 CropBox random_resized_crop_box(int height, int width, const ImageTransformOptions& o, std::mt19937_64& rng);
 
-/// RGB uint8 [H, W, 3] -> normalised float [3, S, S] written into `out` (which must be that shape).
-/// `rng` is used only when training. Shrinking uses area interpolation (antialiased, close to
-/// PIL's bicubic), enlarging bicubic.
-void transform_image(const cv::Mat& rgb, const ImageTransformOptions& o, std::mt19937_64& rng, at::Tensor& out);
+/// BGR uint8 [H, W, 3] (as decode_image returns) -> normalised RGB float [3, S, S] written into
+/// `out` (which must be that shape).
+/// `rng` is used only when training. Shrinking is antialiased (box filtering, like PIL's
+/// reducing resize), enlarging bicubic.
+void transform_image(const cv::Mat& bgr, const ImageTransformOptions& o, std::mt19937_64& rng, at::Tensor& out);
 
 }  // namespace torchclip::data

@@ -17,19 +17,20 @@ std::string models_dir() {
   return TORCHCLIP_SOURCE_DIR "/models";
 }
 
-std::vector<int32_t> Tokenizer::encode_padded(std::string_view text, int64_t context_length) const {
+std::vector<int32_t> pad_ids(const Tokenizer& tokenizer, std::vector<int32_t> ids, int64_t context_length) {
   if (context_length < 2) throw std::invalid_argument(fmt::format("context_length must be >= 2, got {}", context_length));
-  std::vector<int32_t> ids;
-  ids.reserve(context_length);
-  ids.push_back(sot_id());
-  for (int32_t id : encode(text)) ids.push_back(id);
-  ids.push_back(eot_id());
+  ids.insert(ids.begin(), tokenizer.sot_id());
+  ids.push_back(tokenizer.eot_id());
   if (static_cast<int64_t>(ids.size()) > context_length) {
     ids.resize(context_length);
-    ids.back() = eot_id();
+    ids.back() = tokenizer.eot_id();
   }
-  ids.resize(context_length, pad_id());
+  ids.resize(context_length, tokenizer.pad_id());
   return ids;
+}
+
+std::vector<int32_t> Tokenizer::encode_padded(std::string_view text, int64_t context_length) const {
+  return pad_ids(*this, encode(text), context_length);
 }
 
 std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& spec) {

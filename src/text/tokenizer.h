@@ -32,6 +32,9 @@ class Tokenizer {
   std::vector<int32_t> encode_padded(std::string_view text, int64_t context_length) const;
 };
 
+/// [sot] + ids + [eot] with OpenCLIP's truncation and padding (what encode_padded does to encode()).
+std::vector<int32_t> pad_ids(const Tokenizer& tokenizer, std::vector<int32_t> ids, int64_t context_length);
+
 /// Loads a tokenizer: "clip-bpe" (the vocabulary shipped in models/), a path to a
 /// bpe_simple_vocab_16e6.txt.gz-style file, or a SentencePiece .model file.
 std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& spec);

@@ -29,7 +29,7 @@ void Progress::advance(int64_t n, const std::string& extra) {
   auto now = std::chrono::steady_clock::now();
   // Terminals redraw up to 10 times a second; logs get a line every 10 s.
   double since = std::chrono::duration<double>(now - last_draw_).count();
-  if (since >= (tty_ ? 0.1 : 10.0) || (total_ > 0 && done_ >= total_)) {
+  if (since >= (tty_ ? 0.1 : 10.0) || (tty_ && total_ > 0 && done_ >= total_)) {
     last_draw_ = now;
     draw(false, extra);
   }

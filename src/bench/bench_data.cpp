@@ -1,0 +1,136 @@
+#include "bench/bench_data.h"
+
+#include "data/loader.h"
+#include "util/progress.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <unistd.h>
+
+namespace torchclip {
+namespace fs = std::filesystem;
+
+namespace {
+
+/// Writes `n` photo-like JPEGs (smoothed noise, distinct per image) and a CSV listing them.
+std::string write_images(const fs::path& dir, const BenchDataOptions& o) {
+  fs::create_directories(dir);
+  const std::string csv = (dir / "bench.csv").string();
+  std::ofstream f(csv);
+  f << "filepath,title\n";
+  Progress bar("writing test images", o.images(), "img");
+  for (int64_t i = 0; i < o.images(); ++i) {
+    const std::string name = fmt::format("{:06d}.jpg", i);
+    if (!fs::exists(dir / name)) {
+      cv::Mat img(o.height(), o.width(), CV_8UC3);
+      cv::RNG rng(static_cast<uint64_t>(i) + 1);
+      rng.fill(img, cv::RNG::UNIFORM, 0, 255);
+      cv::GaussianBlur(img, img, cv::Size(0, 0), 4.0);
+      cv::imwrite((dir / name).string(), img, {cv::IMWRITE_JPEG_QUALITY, o.quality()});
+    }
+    f << name << ",\"a photo of test image number " << i << "\"\n";
+    bar.advance();
+  }
+  bar.finish();
+  return csv;
+}
+
+std::string run_command(const std::string& cmd, int& status) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) {
+    status = -1;
+    return out;
+  }
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  status = pclose(p);
+  return out;
+}
+
+double json_number(const std::string& json, const std::string& key) {
+  const size_t p = json.find("\"" + key + "\":");
+  return p == std::string::npos ? 0.0 : std::stod(json.substr(p + key.size() + 3));
+}
+
+}  // namespace
+
+BenchDataResult bench_data(const BenchDataOptions& o) {
+  const bool temp = o.dir().empty() && o.data().empty();
+  const fs::path dir = temp ? fs::temp_directory_path() / fmt::format("torchclip_bench_data_{}", ::getpid()) : fs::path(o.dir());
+  const std::string csv = o.data().empty() ? write_images(dir, o) : o.data();
+  BenchDataResult r;
+  r.workers = o.workers();
+
+  auto loader_options = data::LoaderOptions()
+                            .batch_size(o.batch())
+                            .workers(o.workers())
+                            .drop_last(false)
+                            .transform(data::ImageTransformOptions().image_size(o.image_size()).train(true));
+  data::Loader loader(data::csv_source(csv), load_tokenizer("clip-bpe"), loader_options);
+  loader.start_epoch(0);  // warm the page cache and the tokenizer, as the Python side reads after us
+  for (data::Batch b; loader.next(b);) {
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  loader.start_epoch(1);
+  int64_t n = 0;
+  Progress bar("torchclip loader", 0, "img");
+  for (data::Batch b; loader.next(b);) {
+    n += b.images.size(0);
+    bar.advance(b.images.size(0));
+  }
+  bar.finish();
+  r.images = n;
+  r.ours_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.ours_images_per_second = n / r.ours_seconds;
+
+  if (o.compare()) {
+    const std::string script = TORCHCLIP_SOURCE_DIR "/scripts/bench_openclip_data.py";
+    const std::string cmd = fmt::format("{} {} --csv {} --workers {} --batch {} --size {} 2>&1", o.python(), script, csv,
+                                        o.workers(), o.batch(), o.image_size());
+    fmt::print(stderr, "open_clip pipeline: {}\n", cmd);
+    int status = 0;
+    const std::string out = run_command(cmd, status);
+    const size_t brace = out.rfind("{\"images\"");
+    if (status != 0 || brace == std::string::npos) {
+      r.openclip_note = fmt::format("open_clip's pipeline did not run (exit {}): {}", status, out.substr(0, 400));
+    } else {
+      r.openclip_images_per_second = json_number(out.substr(brace), "images_per_second");
+      r.openclip_seconds = json_number(out.substr(brace), "seconds");
+    }
+  }
+  if (temp) fs::remove_all(dir);
+  return r;
+}
+
+std::string BenchDataResult::to_json() const {
+  return fmt::format(
+      "{{\"images\": {}, \"workers\": {}, \"torchclip_images_per_second\": {:.2f}, \"torchclip_seconds\": {:.3f}, "
+      "\"openclip_images_per_second\": {:.2f}, \"openclip_seconds\": {:.3f}, \"ratio\": {:.3f}, \"note\": \"{}\"}}",
+      images, workers, ours_images_per_second, ours_seconds, openclip_images_per_second, openclip_seconds, ratio(),
+      openclip_note);
+}
+
+std::string BenchDataResult::to_text() const {
+  std::string s = fmt::format("data pipeline, {} JPEGs, {} workers (decode + RandomResizedCrop + normalise + tokenise + batch)\n",
+                              images, workers);
+  s += fmt::format("  torchclip   {:>9.1f} images/s  ({:.2f} s)\n", ours_images_per_second, ours_seconds);
+  if (openclip_images_per_second > 0) {
+    s += fmt::format("  open_clip   {:>9.1f} images/s  ({:.2f} s)\n", openclip_images_per_second, openclip_seconds);
+    s += fmt::format("  ratio       {:>9.2f}x\n", ratio());
+  } else {
+    s += "  open_clip   not measured: " + openclip_note + "\n";
+  }
+  return s;
+}
+
+}  // namespace torchclip

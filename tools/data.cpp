@@ -1,0 +1,59 @@
+#include "data/check.h"
+#include "data/prepare.h"
+#include "subcommands.h"
+#include "util/args.h"
+
+#include <fmt/format.h>
+
+namespace torchclip::tools {
+
+/// The CSV column flags shared by every command that reads a data source (OpenCLIP's names).
+data::CsvOptions csv_flags(Args& args) {
+  data::CsvOptions o;
+  o.img_key(args.get("csv-img-key", o.img_key()))
+      .caption_key(args.get("csv-caption-key", o.caption_key()))
+      .label_key(args.get("csv-label-key", o.label_key()));
+  const std::string sep = args.get("csv-separator", "");
+  if (sep == "\\t" || sep == "tab") {
+    o.separator('\t');
+  } else if (sep.size() == 1) {
+    o.separator(sep[0]);
+  } else if (!sep.empty()) {
+    throw UsageError(fmt::format("--csv-separator takes one character (or \\t), got '{}'", sep));
+  }
+  return o;
+}
+
+int data_main(const Argv& argv) {
+  const std::string verb = argv.empty() ? "" : argv[0];
+  Args args(Argv(argv.empty() ? argv.begin() : argv.begin() + 1, argv.end()));
+  if (verb != "check") throw UsageError("data needs a verb: data check");
+  const std::string spec = args.require("data");
+  auto csv = csv_flags(args);
+  auto tokenizer = load_tokenizer(args.get("tokenizer", "clip-bpe"));
+  data::LoaderOptions o;
+  o.workers(args.get_int("workers", 2))
+      .batch_size(256)
+      .context_length(args.get_int("context-length", 77))
+      .max_image_pixels(args.get_int("max-image-pixels", o.max_image_pixels()));
+  const bool json = args.flag("json");
+  args.finish();
+  auto report = data::check_dataset(data::open_source(spec, csv), tokenizer, o, !json);
+  fmt::print("{}\n", json ? report.to_json() : report.to_text());
+  return 0;
+}
+
+int prepare_main(const Argv& argv) {
+  const std::string what = argv.empty() ? "" : argv[0];
+  Args args(Argv(argv.empty() ? argv.begin() : argv.begin() + 1, argv.end()));
+  if (what != "fashion-mnist") throw UsageError("prepare knows one dataset: prepare fashion-mnist");
+  data::PrepareFashionMnistOptions o;
+  o.out(args.get("out", o.out())).format(args.get("format", o.format())).source(args.get("source", o.source()));
+  args.finish();
+  auto r = data::prepare_fashion_mnist(o);
+  fmt::print("prepared Fashion-MNIST: {} training and {} test images\n", r.train, r.test);
+  for (const auto& f : r.files) fmt::print("  {}\n", f);
+  return 0;
+}
+
+}  // namespace torchclip::tools
