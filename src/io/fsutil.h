@@ -1,0 +1,19 @@
+// Crash-safe file operations: write to a temporary name, fsync, rename, fsync the folder.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace torchclip {
+
+/// The whole file; throws std::runtime_error naming it.
+std::string read_file(const std::string& path);
+/// Writes PATH.tmp, fsyncs it, renames it to PATH and fsyncs the folder, so PATH is either the old
+/// or the new content after a crash, never a mix. Throws std::runtime_error naming the path.
+void write_file_atomic(const std::string& path, const std::string& data);
+/// fsync a folder (after renames inside it).
+void fsync_dir(const std::string& dir);
+/// CRC-32 (zlib) of bytes, for checkpoint manifests.
+uint32_t crc32_of(const std::string& data);
+
+}  // namespace torchclip

@@ -1,0 +1,275 @@
+#include "io/safetensors.h"
+
+#include "io/fsutil.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <vector>
+
+namespace torchclip {
+namespace {
+
+struct DType {
+  const char* name;
+  at::ScalarType type;
+  size_t size;
+};
+const DType kDTypes[] = {{"F32", at::kFloat, 4}, {"F16", at::kHalf, 2}, {"BF16", at::kBFloat16, 2}, {"F64", at::kDouble, 8},
+                         {"I64", at::kLong, 8},  {"I32", at::kInt, 4},  {"I16", at::kShort, 2},    {"I8", at::kChar, 1},
+                         {"U8", at::kByte, 1},   {"BOOL", at::kBool, 1}};
+
+/// A small strict JSON reader for the header: objects, arrays, strings, non-negative integers.
+class Json {
+ public:
+  Json(const std::string& text, const std::string& file) : s_(text), file_(file) {}
+
+  [[noreturn]] void fail(const std::string& what) const {
+    throw SafetensorsError(fmt::format("{}: header JSON, byte {}: {}", file_, pos_, what));
+  }
+  void ws() {
+    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t')) ++pos_;
+  }
+  bool peek(char c) {
+    ws();
+    return pos_ < s_.size() && s_[pos_] == c;
+  }
+  void expect(char c) {
+    if (!peek(c)) fail(fmt::format("expected '{}'", c));
+    ++pos_;
+  }
+  std::string string() {
+    expect('"');
+    std::string out;
+    while (pos_ < s_.size() && s_[pos_] != '"') {
+      char c = s_[pos_++];
+      if (c == '\\') {
+        if (pos_ >= s_.size()) fail("unterminated escape");
+        char e = s_[pos_++];
+        switch (e) {
+          case '"': case '\\': case '/': out += e; break;
+          case 'n': out += '\n'; break;
+          case 't': out += '\t'; break;
+          case 'r': out += '\r'; break;
+          case 'b': out += '\b'; break;
+          case 'f': out += '\f'; break;
+          case 'u': {
+            if (pos_ + 4 > s_.size()) fail("short \\u escape");
+            unsigned cp = std::stoul(s_.substr(pos_, 4), nullptr, 16);
+            pos_ += 4;
+            if (cp < 0x80) out += static_cast<char>(cp);
+            else if (cp < 0x800) out += static_cast<char>(0xC0 | (cp >> 6)), out += static_cast<char>(0x80 | (cp & 0x3F));
+            else out += static_cast<char>(0xE0 | (cp >> 12)), out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
+                 out += static_cast<char>(0x80 | (cp & 0x3F));
+            break;
+          }
+          default: fail("unknown escape");
+        }
+      } else {
+        out += c;
+      }
+    }
+    if (pos_ >= s_.size()) fail("unterminated string");
+    ++pos_;
+    return out;
+  }
+  uint64_t integer() {
+    ws();
+    size_t start = pos_;
+    while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') ++pos_;
+    if (pos_ == start || pos_ - start > 19) fail("expected a non-negative integer");
+    return std::stoull(s_.substr(start, pos_ - start));
+  }
+  std::vector<uint64_t> int_array() {
+    expect('[');
+    std::vector<uint64_t> v;
+    if (peek(']')) {
+      ++pos_;
+      return v;
+    }
+    for (;;) {
+      v.push_back(integer());
+      if (peek(',')) {
+        ++pos_;
+        continue;
+      }
+      expect(']');
+      return v;
+    }
+  }
+  bool at_end() {
+    ws();
+    return pos_ == s_.size();
+  }
+  size_t pos_ = 0;
+
+ private:
+  const std::string& s_;
+  std::string file_;
+};
+
+const DType& dtype_by_name(const std::string& n, const std::string& file, const std::string& tensor) {
+  for (const auto& d : kDTypes)
+    if (n == d.name) return d;
+  throw SafetensorsError(fmt::format("{}: tensor '{}' has unsupported dtype '{}'", file, tensor, n));
+}
+
+const DType& dtype_by_type(at::ScalarType t, const std::string& tensor) {
+  for (const auto& d : kDTypes)
+    if (t == d.type) return d;
+  throw SafetensorsError(fmt::format("tensor '{}': dtype {} cannot be stored in safetensors", tensor, c10::toString(t)));
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\', out += c;
+    else if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<int>(c));
+    else out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  std::string header = "{";
+  if (!metadata.empty()) {
+    header += "\"__metadata__\":{";
+    bool first = true;
+    for (const auto& [k, v] : metadata) {
+      header += fmt::format("{}\"{}\":\"{}\"", first ? "" : ",", json_escape(k), json_escape(v));
+      first = false;
+    }
+    header += "}";
+  }
+  std::vector<at::Tensor> data;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    if (name == "__metadata__") throw SafetensorsError("a tensor may not be named __metadata__");
+    const DType& d = dtype_by_type(t.scalar_type(), name);
+    at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    const uint64_t bytes = static_cast<uint64_t>(c.numel()) * d.size;
+    std::string shape;
+    for (int64_t i = 0; i < c.dim(); ++i) shape += fmt::format("{}{}", i ? "," : "", c.size(i));
+    header += fmt::format("{}\"{}\":{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+                          header.size() > 1 ? "," : "", json_escape(name), d.name, shape, offset, offset + bytes);
+    offset += bytes;
+    data.push_back(c);
+  }
+  header += "}";
+  while (header.size() % 8) header += ' ';  // align the data to 8 bytes
+  std::string out;
+  out.reserve(8 + header.size() + offset);
+  const uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) out += static_cast<char>((n >> (8 * i)) & 0xFF);
+  out += header;
+  for (const auto& c : data) out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  write_file_atomic(path, out);
+}
+
+SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& file, std::optional<at::ScalarType> as) {
+  if (bytes.size() < 8) throw SafetensorsError(fmt::format("{}: {} bytes is too short for a safetensors file", file, bytes.size()));
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);
+  if (n > kSafetensorsMaxHeader)
+    throw SafetensorsError(fmt::format("{}: header length {} exceeds the {} byte limit (not a safetensors file?)", file, n,
+                                       kSafetensorsMaxHeader));
+  if (8 + n > bytes.size())
+    throw SafetensorsError(fmt::format("{}: header length {} runs past the end of the {}-byte file", file, n, bytes.size()));
+  const std::string header = bytes.substr(8, n);
+  const uint64_t data_size = bytes.size() - 8 - n;
+  Json j(header, file);
+  SafetensorsFile out;
+  struct Entry {
+    std::string name;
+    uint64_t begin, end;
+  };
+  std::vector<Entry> entries;
+  std::set<std::string> names;
+  j.expect('{');
+  bool first = true;
+  while (!j.peek('}')) {
+    if (!first) j.expect(',');
+    first = false;
+    const std::string name = j.string();
+    j.expect(':');
+    if (!names.insert(name).second) throw SafetensorsError(fmt::format("{}: tensor '{}' appears twice", file, name));
+    if (name == "__metadata__") {
+      j.expect('{');
+      bool f2 = true;
+      while (!j.peek('}')) {
+        if (!f2) j.expect(',');
+        f2 = false;
+        std::string k = j.string();
+        j.expect(':');
+        out.metadata[k] = j.string();
+      }
+      j.expect('}');
+      continue;
+    }
+    std::string dtype;
+    std::vector<uint64_t> shape, offsets;
+    bool has_dtype = false, has_shape = false, has_offsets = false;
+    j.expect('{');
+    bool f3 = true;
+    while (!j.peek('}')) {
+      if (!f3) j.expect(',');
+      f3 = false;
+      const std::string key = j.string();
+      j.expect(':');
+      if (key == "dtype" && !has_dtype) dtype = j.string(), has_dtype = true;
+      else if (key == "shape" && !has_shape) shape = j.int_array(), has_shape = true;
+      else if (key == "data_offsets" && !has_offsets) offsets = j.int_array(), has_offsets = true;
+      else j.fail(fmt::format("tensor '{}': unexpected or repeated key '{}'", name, key));
+    }
+    j.expect('}');
+    if (!has_dtype || !has_shape || !has_offsets || offsets.size() != 2)
+      throw SafetensorsError(fmt::format("{}: tensor '{}' needs dtype, shape and data_offsets [begin, end]", file, name));
+    const DType& d = dtype_by_name(dtype, file, name);
+    uint64_t numel = 1;
+    for (uint64_t s : shape) {
+      if (s != 0 && numel > UINT64_MAX / s) throw SafetensorsError(fmt::format("{}: tensor '{}' shape overflows", file, name));
+      numel *= s;
+    }
+    if (offsets[0] > offsets[1] || offsets[1] > data_size)
+      throw SafetensorsError(fmt::format("{}: tensor '{}' data_offsets [{}, {}] are outside the {} data bytes", file, name,
+                                         offsets[0], offsets[1], data_size));
+    if (numel > UINT64_MAX / d.size || numel * d.size != offsets[1] - offsets[0])
+      throw SafetensorsError(fmt::format("{}: tensor '{}' is {} {} x {} elements = {} bytes, but data_offsets span {}",
+                                         file, name, dtype, numel, d.size, numel * d.size, offsets[1] - offsets[0]));
+    std::vector<int64_t> sizes(shape.begin(), shape.end());
+    at::Tensor t = at::empty(sizes, at::TensorOptions().dtype(d.type));
+    if (t.nbytes()) std::memcpy(t.data_ptr(), bytes.data() + 8 + n + offsets[0], t.nbytes());
+    if (as && at::isFloatingType(d.type)) t = t.to(*as);
+    out.tensors.emplace(name, t);
+    entries.push_back({name, offsets[0], offsets[1]});
+  }
+  j.expect('}');
+  if (!j.at_end()) j.fail("trailing characters after the header object");
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+  uint64_t expected = 0;
+  for (const auto& e : entries) {
+    if (e.begin < expected)
+      throw SafetensorsError(fmt::format("{}: tensor '{}' overlaps the previous tensor's bytes", file, e.name));
+    if (e.begin > expected)
+      throw SafetensorsError(fmt::format("{}: {} unused bytes before tensor '{}'", file, e.begin - expected, e.name));
+    expected = e.end;
+  }
+  if (expected != data_size)
+    throw SafetensorsError(fmt::format("{}: {} bytes after the last tensor are not described by the header", file,
+                                       data_size - expected));
+  return out;
+}
+
+SafetensorsFile load_safetensors(const std::string& path, std::optional<at::ScalarType> as) {
+  return parse_safetensors(read_file(path), path, as);
+}
+
+}  // namespace torchclip

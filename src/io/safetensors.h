@@ -1,0 +1,42 @@
+// safetensors (Hugging Face's format): an 8-byte little-endian header length, a JSON header
+// {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}, then the
+// bytes. Strict by design: every malformed file is refused with a message, never a crash.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace torchclip {
+
+class SafetensorsError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct SafetensorsFile {
+  std::map<std::string, at::Tensor> tensors;
+  std::map<std::string, std::string> metadata;
+};
+
+/// Header larger than this is refused (a hostile length would otherwise allocate gigabytes).
+constexpr uint64_t kSafetensorsMaxHeader = 100 * 1024 * 1024;
+
+/// Writes contiguous CPU copies of `tensors` (F32, F16, BF16, I64, I32, U8, BOOL) with `metadata`.
+/// Written to PATH.tmp, fsync'd, then renamed over PATH. Throws SafetensorsError.
+void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+/// Reads and validates a whole file: header size, JSON syntax, duplicate names, known dtypes,
+/// offsets in range, contiguous and non-overlapping, dtype x shape == byte length. With `as`,
+/// floating tensors are converted to that dtype. Throws SafetensorsError naming the file.
+SafetensorsFile load_safetensors(const std::string& path, std::optional<at::ScalarType> as = std::nullopt);
+
+/// Parses from memory (the file's bytes); `name` is used in messages.
+SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& name,
+                                  std::optional<at::ScalarType> as = std::nullopt);
+
+}  // namespace torchclip
