@@ -2,6 +2,8 @@
 // dotted key path, so every message can say exactly where the problem is and what is allowed.
 #include "config.h"
 
+#include "config_reader.h"
+
 #include "loss/loss_options.h"
 
 #include <fmt/format.h>
@@ -15,134 +17,10 @@
 #include <set>
 
 namespace torchclip {
-namespace {
 
-namespace fs = std::filesystem;
+namespace detail {
 
-/// Reads typed values out of one YAML mapping, remembering which keys were consumed.
-class Reader {
- public:
-  Reader(YAML::Node node, std::string source, std::string path)
-      : node_(std::move(node)), source_(std::move(source)), path_(std::move(path)) {
-    if (!node_.IsMap()) {
-      fail(node_, fmt::format("expected a mapping of keys, got {}", kind(node_)));
-    }
-  }
-
-  /// "file:line: key" prefix for messages about `key` (or the mapping itself when key is empty).
-  std::string where(const YAML::Node& n, const std::string& key = "") const {
-    std::string k = key.empty() ? path_ : dotted(key);
-    std::string loc = n.Mark().is_null() ? source_ : fmt::format("{}:{}", source_, n.Mark().line + 1);
-    return k.empty() ? loc : fmt::format("{}: {}", loc, k);
-  }
-
-  [[noreturn]] void fail(const YAML::Node& n, const std::string& msg, const std::string& key = "") const {
-    throw ConfigError(fmt::format("{}: {}", where(n, key), msg));
-  }
-
-  std::string dotted(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
-  bool has(const std::string& key) const { return static_cast<bool>(node_[key]); }
-
-  template <typename T>
-  void get(const std::string& key, T& out) {
-    seen_.insert(key);
-    YAML::Node n = node_[key];
-    if (n) out = convert<T>(n, key);
-  }
-
-  /// A string restricted to `choices`.
-  void get_choice(const std::string& key, std::string& out, const std::vector<std::string>& choices) {
-    get(key, out);
-    if (std::find(choices.begin(), choices.end(), out) == choices.end()) {
-      fail(node_[key] ? node_[key] : node_, fmt::format("\"{}\" is not one of: {}", out, fmt::join(choices, ", ")), key);
-    }
-  }
-
-  /// An OpenCLIP key torchclip does not implement: accepted only with its inert default value.
-  void inert(const std::string& key, const std::string& inert_value, const std::string& what) {
-    seen_.insert(key);
-    YAML::Node n = node_[key];
-    if (!n || n.IsNull()) return;
-    std::string v = n.IsScalar() ? n.Scalar() : "<non-scalar>";
-    if (v == inert_value || (inert_value == "false" && (v == "False" || v == "0"))) return;
-    fail(n, fmt::format("{} is not supported by torchclip (only {} is accepted, got {})", what,
-                        inert_value == "null" ? "null" : inert_value, v), key);
-  }
-
-  /// Keys OpenCLIP uses that only matter when another, rejected, key is set.
-  void ignore(std::initializer_list<const char*> keys) {
-    for (const char* k : keys) seen_.insert(k);
-  }
-
-  Reader child(const std::string& key) {
-    seen_.insert(key);
-    YAML::Node n = node_[key];
-    return Reader(n ? n : YAML::Node(YAML::NodeType::Map), source_, dotted(key));
-  }
-
-  /// Rejects any key that was not read, listing the valid ones.
-  void finish() const {
-    for (const auto& kv : node_) {
-      auto key = kv.first.as<std::string>();
-      if (!seen_.count(key)) {
-        fail(kv.first, fmt::format("unknown key '{}'; valid keys here: {}", dotted(key), fmt::join(seen_, ", ")));
-      }
-    }
-  }
-
-  const YAML::Node& node() const { return node_; }
-
- private:
-  static std::string kind(const YAML::Node& n) {
-    switch (n.Type()) {
-      case YAML::NodeType::Null: return "nothing (null)";
-      case YAML::NodeType::Scalar: return fmt::format("\"{}\"", n.Scalar());
-      case YAML::NodeType::Sequence: return "a list";
-      case YAML::NodeType::Map: return "a mapping";
-      default: return "an undefined value";
-    }
-  }
-
-  template <typename T>
-  T convert(const YAML::Node& n, const std::string& key) const {
-    if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
-      if (n.IsScalar()) return {scalar<int64_t>(n, key, "an integer or a list of integers")};
-      if (!n.IsSequence()) fail(n, fmt::format("expected an integer or a list of integers, got {}", kind(n)), key);
-      std::vector<int64_t> v;
-      for (const auto& e : n) v.push_back(scalar<int64_t>(e, key, "a list of integers"));
-      return v;
-    } else if constexpr (std::is_same_v<T, std::optional<double>>) {
-      if (n.IsNull()) return std::nullopt;
-      return scalar<double>(n, key, "a number or null");
-    } else if constexpr (std::is_same_v<T, int64_t>) {
-      return scalar<int64_t>(n, key, "an integer");
-    } else if constexpr (std::is_same_v<T, double>) {
-      return scalar<double>(n, key, "a number");
-    } else if constexpr (std::is_same_v<T, bool>) {
-      return scalar<bool>(n, key, "true or false");
-    } else {
-      static_assert(std::is_same_v<T, std::string>);
-      return scalar<std::string>(n, key, "a string");
-    }
-  }
-
-  template <typename T>
-  T scalar(const YAML::Node& n, const std::string& key, const char* expected) const {
-    if (!n.IsScalar()) fail(n, fmt::format("expected {}, got {}", expected, kind(n)), key);
-    try {
-      return n.as<T>();
-    } catch (const YAML::Exception&) {
-      fail(n, fmt::format("expected {}, got {}", expected, kind(n)), key);
-    }
-  }
-
-  YAML::Node node_;
-  std::string source_;
-  std::string path_;
-  std::set<std::string> seen_;
-};
-
-YAML::Node load_file(const std::string& path) {
+YAML::Node load_yaml_file(const std::string& path) {
   try {
     return YAML::LoadFile(path);
   } catch (const YAML::BadFile&) {
@@ -152,7 +30,43 @@ YAML::Node load_file(const std::string& path) {
   }
 }
 
-/// OpenCLIP's block customisations (both towers): accepted only at their defaults.
+void apply_override(YAML::Node& root, const std::string& assignment) {
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError(fmt::format("override '{}': expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-3", assignment));
+  const std::string key = assignment.substr(0, eq), value = assignment.substr(eq + 1);
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    size_t dot = key.find('.', start);
+    parts.push_back(key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  YAML::Node parsed;
+  try {
+    parsed = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(fmt::format("override '{}': the value is not valid YAML: {}", assignment, e.msg));
+  }
+  // yaml-cpp nodes are handles: walk with copies of the handles, assigning through them.
+  std::vector<YAML::Node> path = {root};
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node next = path.back()[parts[i]];
+    if (next.IsDefined() && !next.IsNull() && !next.IsMap())
+      throw ConfigError(fmt::format("override '{}': '{}' is not a mapping", assignment, parts[i]));
+    if (!next.IsDefined() || next.IsNull()) path.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
+    path.push_back(path.back()[parts[i]]);
+  }
+  path.back()[parts.back()] = parsed;
+}
+
+}  // namespace detail
+
+namespace {
+
+namespace fs = std::filesystem;
+using detail::Reader;
+
 void read_inert_block_keys(Reader& r) {
   r.inert("output_tokens", "false", "output_tokens");
   r.inert("act_kwargs", "null", "act_kwargs");
@@ -259,7 +173,7 @@ ModelConfig load_model_config(const std::string& path_or_name) {
     }
     path = by_name.string();
   }
-  return parse_model_config(load_file(path), path);
+  return parse_model_config(detail::load_yaml_file(path), path);
 }
 
 void validate(const ModelConfig& c) {

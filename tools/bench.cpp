@@ -28,7 +28,7 @@ int bench_main(const Argv& argv) {
   const std::string target = argv.empty() ? "" : argv[0];
   Args args(Argv(argv.empty() ? argv.begin() : argv.begin() + 1, argv.end()));
   if (target == "data") return bench_data_main(args);
-  if (target != "model") throw UsageError("bench needs a target: bench model | bench data");
+  if (target != "model" && target != "train") throw UsageError("bench needs a target: bench model | bench train | bench data");
   BenchModelOptions o;
   o.config(args.require("config"))
       .batch(args.get_int("batch", o.batch()))
@@ -40,6 +40,11 @@ int bench_main(const Argv& argv) {
   const bool json = args.flag("json");
   o.progress(!json);
   args.finish();
+  if (target == "train") {
+    BenchTrainResult r = bench_train(o);
+    fmt::print("{}\n", json ? r.to_json() : r.to_text());
+    return 0;
+  }
   BenchModelResult r = bench_model(o);
   fmt::print("{}\n", json ? to_json(r) : to_text(r));
   return 0;

@@ -15,6 +15,12 @@ namespace {
 const char* kUsage = R"(usage: torchclip <command> [flags]
 
 commands:
+  train         --config FILE [--out RUN_DIR] [--resume auto|CHECKPOINT] [--set key=value ...]
+                pretrains a CLIP; writes RUN_DIR/{train_config.yaml, metrics.jsonl, plot.png, checkpoints/}.
+                Exit code 5: stopped by SIGINT/SIGTERM after saving a checkpoint.
+  eval          --model DIR --data SOURCE [--classes FILE --templates FILE] [--json] [--csv-... flags]
+                zero-shot top-1/top-5 and image<->text retrieval (R@1/5/10, mean/median rank);
+                with --query TEXT [--query ...] [--k 8] [--grid out.png]: the data's images closest to each text
   prepare fashion-mnist [--out DIR] [--format csv|wds] [--source DIR]
                 writes data/fashion-mnist/: PNGs, train.csv, test.csv, classes, templates (and shards)
   data check    --data SOURCE [--json] [--workers N] [--tokenizer T] [--context-length N]
@@ -24,6 +30,8 @@ commands:
   bench model   --config NAME|FILE [--batch N] [--iters N] [--warmup N] [--precision fp32|bf16]
                 [--device cpu|cuda] [--threads N] [--json]
                 forward+backward samples/s, model FLOPs and utilisation against this machine's matmul rate
+  bench train   --config NAME|FILE [--batch N] [--iters N] [--precision fp32|bf16] [--threads N] [--json]
+                a whole training step (with AdamW) for torchclip and open_clip on the same model, and the ratio
   bench data    [--images N] [--workers N] [--batch N] [--size S] [--dir DIR] [--data CSV] [--no-compare] [--json]
                 images/s of torchclip's loader and of open_clip's Python pipeline on the same JPEGs
   model info    --config NAME|FILE [--state-dict] [--json]
@@ -46,6 +54,8 @@ int main(int argc, char** argv) {
       {"tokenizer", torchclip::tools::tokenizer_main},
       {"data", torchclip::tools::data_main},
       {"prepare", torchclip::tools::prepare_main},
+      {"train", torchclip::tools::train_main},
+      {"eval", torchclip::tools::eval_main},
   };
   if (args.empty() || args[0] == "-h" || args[0] == "--help") {
     fmt::print("{}", kUsage);

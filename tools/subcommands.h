@@ -13,5 +13,7 @@ int model_info_main(const Argv& args);
 int tokenizer_main(const Argv& args);
 int data_main(const Argv& args);
 int prepare_main(const Argv& args);
+int train_main(const Argv& args);
+int eval_main(const Argv& args);
 
 }  // namespace torchclip::tools

@@ -2,11 +2,15 @@
 
 #include "loss/loss.h"
 #include "model/clip.h"
+#include "util/autocast.h"
 #include "util/progress.h"
 
-#include <ATen/autocast_mode.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
+#include <torch/optim/adamw.h>
+
+#include <array>
+#include <cstdio>
 
 #include <algorithm>
 #include <chrono>
@@ -27,28 +31,6 @@ void synchronize(const at::Device& device) {
   // A tiny device->host copy waits for all queued work on the current stream.
   if (device.is_cuda()) at::zeros({1}, at::TensorOptions().device(device)).cpu();
 }
-
-/// Enables autocast to bf16 on `device` for its lifetime.
-class AutocastGuard {
- public:
-  AutocastGuard(at::DeviceType device, bool enabled) : device_(device), enabled_(enabled) {
-    if (!enabled_) return;
-    previous_ = at::autocast::is_autocast_enabled(device_);
-    at::autocast::set_autocast_enabled(device_, true);
-    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
-  }
-  ~AutocastGuard() {
-    if (!enabled_) return;
-    at::autocast::set_autocast_enabled(device_, previous_);
-    // The weight-cast cache lives until cleared; without this a later step would reuse stale
-    // bf16 copies of weights that the optimizer has since changed.
-    at::autocast::clear_cache();
-  }
-
- private:
-  at::DeviceType device_;
-  bool enabled_, previous_ = false;
-};
 
 }  // namespace
 
@@ -88,6 +70,11 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   model->to(device);
   model->train();
   auto loss_fn = make_loss("clip");
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  if (o.optimizer_step()) {
+    optimizer = std::make_unique<torch::optim::AdamW>(
+        model->parameters(), torch::optim::AdamWOptions(5e-4).betas({0.9, 0.98}).eps(1e-6).weight_decay(0.2));
+  }
 
   const int64_t B = o.batch(), S = cfg.vision_cfg().image_size(), T = cfg.text_cfg().context_length();
   const int64_t V = cfg.text_cfg().vocab_size();
@@ -122,6 +109,10 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
       loss = loss_fn->forward({out.image_features, out.text_features, out.logit_scale, out.logit_bias});
     }
     loss.backward();
+    if (optimizer) {
+      optimizer->step();
+      model->clamp_logit_scale();
+    }
     synchronize(device);
     double dt = std::chrono::duration<double>(Clock::now() - t0).count();
     if (i >= o.warmup()) times.push_back(dt);
@@ -137,6 +128,54 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   r.matmul_gflops = measure_matmul_gflops(o.device(), o.precision());
   r.utilisation = r.achieved_gflops / r.matmul_gflops;
   return r;
+}
+
+BenchTrainResult bench_train(BenchModelOptions o, const std::string& python) {
+  o.optimizer_step(true);
+  BenchTrainResult r;
+  r.ours = bench_model(o);
+  const std::string config_path = load_model_config(o.config()).source();
+  const std::string cmd = fmt::format("{} {}/scripts/bench_openclip_train.py --config {} --batch {} --steps {} --warmup {} "
+                                      "--threads {} --precision {} 2>&1",
+                                      python, TORCHCLIP_SOURCE_DIR, config_path, o.batch(), o.iters(), o.warmup(),
+                                      r.ours.threads, o.precision());
+  if (o.progress()) fmt::print(stderr, "open_clip training step: {}\n", cmd);
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf{};
+  if (p)
+    while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = p ? pclose(p) : -1;
+  const size_t brace = out.rfind("{\"step_seconds_median\"");
+  if (status != 0 || brace == std::string::npos) {
+    r.note = fmt::format("open_clip did not run (exit {}): {}", status, out.substr(0, 400));
+    return r;
+  }
+  auto number = [&](const std::string& key) {
+    const size_t k = out.find("\"" + key + "\": ", brace);
+    return std::stod(out.substr(k + key.size() + 4));
+  };
+  r.openclip_step_seconds = number("step_seconds_median");
+  r.openclip_samples_per_second = number("samples_per_second");
+  return r;
+}
+
+std::string BenchTrainResult::to_json() const {
+  return fmt::format("{{\"torchclip\": {}, \"openclip_samples_per_second\": {:.4f}, \"openclip_step_seconds_median\": {:.6f}, "
+                     "\"ratio\": {:.3f}, \"note\": \"{}\"}}",
+                     torchclip::to_json(ours), openclip_samples_per_second, openclip_step_seconds, ratio(), note);
+}
+
+std::string BenchTrainResult::to_text() const {
+  std::string s = torchclip::to_text(ours);
+  if (openclip_samples_per_second > 0) {
+    s += fmt::format("  open_clip training step {:>8.2f} samples/s   (median step {:.1f} ms)\n", openclip_samples_per_second,
+                     openclip_step_seconds * 1e3);
+    s += fmt::format("  ratio torchclip / open_clip {:.2f}x\n", ratio());
+  } else {
+    s += "  open_clip not measured: " + note + "\n";
+  }
+  return s;
 }
 
 std::string to_json(const BenchModelResult& r) {

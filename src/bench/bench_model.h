@@ -23,6 +23,8 @@ struct BenchModelOptions {
   TORCH_ARG(int64_t, threads) = 0;
   TORCH_ARG(uint64_t, seed) = 0;
   TORCH_ARG(bool, progress) = true;
+  /// Include the AdamW update and logit_scale clamp (a whole training step).
+  TORCH_ARG(bool, optimizer_step) = false;
 };
 
 struct BenchModelResult {
@@ -39,6 +41,18 @@ struct BenchModelResult {
 };
 
 BenchModelResult bench_model(const BenchModelOptions& options);
+
+/// `torchclip bench train`: our training step (forward, CLIP loss, backward, AdamW) and, in the
+/// same run, open_clip's on the same architecture, batch, precision and threads.
+struct BenchTrainResult {
+  BenchModelResult ours;
+  double openclip_samples_per_second = 0, openclip_step_seconds = 0;
+  std::string note;  // why open_clip was not measured, if it was not
+  double ratio() const { return openclip_samples_per_second > 0 ? ours.samples_per_second / openclip_samples_per_second : 0; }
+  std::string to_json() const;
+  std::string to_text() const;
+};
+BenchTrainResult bench_train(BenchModelOptions options, const std::string& python = "python3");
 
 /// Square matmul rate in GFLOP/s on `device` in `precision` (best of a few timed runs).
 double measure_matmul_gflops(const std::string& device, const std::string& precision, int64_t n = 1024);

@@ -19,7 +19,7 @@ struct Loader::Item {
   std::vector<int32_t> ids;
   int64_t label = -1;
   int width = 0, height = 0, tokens = 0;
-  std::string origin, caption, reason, message;
+  std::string origin, caption, path, reason, message;
 };
 
 struct Loader::Worker {
@@ -100,6 +100,7 @@ Loader::Item Loader::process(RawSample& raw, std::mt19937_64& rng) const {
   Item item;
   item.origin = raw.origin;
   item.caption = raw.caption;
+  item.path = raw.image_path;
   item.label = raw.label;
   try {
     if (!raw.error_reason.empty()) throw SampleError(raw.error_reason, raw.error_message);
@@ -229,6 +230,7 @@ bool Loader::next(Batch& out) {
   auto texts = out.texts.accessor<int64_t, 2>();
   auto labels = out.labels.accessor<int64_t, 1>();
   out.origins.clear();
+  out.image_paths.clear();
   out.captions.clear();
   out.image_sizes.clear();
   out.token_counts.clear();
@@ -237,6 +239,7 @@ bool Loader::next(Batch& out) {
     for (int64_t t = 0; t < T; ++t) texts[i][t] = items[i].ids[t];
     labels[i] = items[i].label;
     out.origins.push_back(std::move(items[i].origin));
+    out.image_paths.push_back(std::move(items[i].path));
     out.captions.push_back(std::move(items[i].caption));
     out.image_sizes.emplace_back(items[i].width, items[i].height);
     out.token_counts.push_back(items[i].tokens);

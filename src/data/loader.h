@@ -51,6 +51,7 @@ struct Batch {
   at::Tensor texts;   // [B, context_length] int64
   at::Tensor labels;  // [B] int64, -1 where unknown
   std::vector<std::string> origins;
+  std::vector<std::string> image_paths;  // empty for images read from shards
   std::vector<std::string> captions;
   std::vector<std::pair<int, int>> image_sizes;  // original (width, height)
   std::vector<int> token_counts;                 // tokens before padding/truncation, with start/end

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""open_clip's training step on the same architecture, batch, precision and thread count as
+`torchclip bench train`: CLIP built from our YAML config with open_clip.CLIP, ClipLoss, AdamW
+(OpenCLIP's parameter groups), synthetic images and token ids. Prints one JSON line.
+Usage: bench_openclip_train.py --config configs/models/X.yaml --batch N --steps K --warmup W
+       --threads T [--precision fp32|bf16]"""
+import argparse
+import json
+import statistics
+import time
+
+import open_clip
+import torch
+import yaml
+from open_clip.loss import ClipLoss
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--config', required=True)
+    ap.add_argument('--batch', type=int, default=8)
+    ap.add_argument('--steps', type=int, default=10)
+    ap.add_argument('--warmup', type=int, default=2)
+    ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--precision', default='fp32')
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    with open(args.config) as f:
+        cfg = yaml.safe_load(f)
+    cfg.pop('custom_text', None)
+    model = open_clip.CLIP(**cfg).train()
+    exclude = lambda n, p: p.ndim < 2 or 'bn' in n or 'ln' in n or 'bias' in n or 'logit_scale' in n
+    named = list(model.named_parameters())
+    groups = [{'params': [p for n, p in named if exclude(n, p)], 'weight_decay': 0.},
+              {'params': [p for n, p in named if not exclude(n, p)], 'weight_decay': 0.2}]
+    opt = torch.optim.AdamW(groups, lr=5e-4, betas=(0.9, 0.98), eps=1e-6)
+    loss_fn = ClipLoss()
+    size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
+    ctx, vocab = model.context_length, model.vocab_size
+    images = torch.randn(args.batch, 3, size, size)
+    ids = torch.randint(1, vocab - 1, (args.batch, ctx))
+    ids[torch.arange(args.batch), torch.randint(1, ctx, (args.batch,))] = vocab - 1
+    times = []
+    for i in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=args.precision == 'bf16'):
+            img, txt, scale = model(images, ids)
+            loss = loss_fn(img.float(), txt.float(), scale)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, 4.6052)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    print(json.dumps({'step_seconds_median': med, 'samples_per_second': args.batch / med, 'threads': args.threads,
+                      'open_clip_version': open_clip.__version__}))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,221 @@
+#include "train/checkpoint.h"
+
+#include "io/fsutil.h"
+#include "io/safetensors.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/optim/adamw.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+namespace torchclip {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kManifestMagic = "torchclip-checkpoint-v1";
+
+/// The tokenizer files of a spec: (name in the folder, source path).
+std::pair<std::string, std::string> tokenizer_file(const std::string& spec) {
+  if (spec == "clip-bpe") return {"bpe_simple_vocab_16e6.txt.gz", (fs::path(models_dir()) / "bpe_simple_vocab_16e6.txt.gz").string()};
+  return {fs::path(spec).filename().string(), spec};
+}
+
+std::map<std::string, at::Tensor> named_params(CLIP& model) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : model->named_parameters()) out[p.key()] = p.value();
+  return out;
+}
+
+}  // namespace
+
+void save_model_dir(const std::string& dir, CLIP& model, const std::string& tokenizer_spec) {
+  save_safetensors((fs::path(dir) / "model.safetensors").string(), state_dict(*model),
+                   {{"format", "pt"}, {"producer", "torchclip"}});
+  write_file_atomic((fs::path(dir) / "config.yaml").string(), to_yaml(model->config));
+  auto [name, source] = tokenizer_file(tokenizer_spec);
+  write_file_atomic((fs::path(dir) / name).string(), read_file(source));
+  const std::string kind = tokenizer_spec == "clip-bpe" || (name.size() > 3 && name.compare(name.size() - 3, 3, ".gz") == 0)
+                               ? "clip-bpe"
+                               : "sentencepiece";
+  write_file_atomic((fs::path(dir) / "tokenizer.yaml").string(), fmt::format("kind: {}\nfile: {}\n", kind, name));
+}
+
+void load_state_dict(CLIP& model, const std::map<std::string, at::Tensor>& weights, const std::string& source) {
+  auto ours = state_dict(*model);
+  std::vector<std::string> missing, unexpected, misshaped;
+  for (const auto& [k, v] : ours) {
+    auto it = weights.find(k);
+    if (it == weights.end()) missing.push_back(k);
+    else if (it->second.sizes() != v.sizes())
+      misshaped.push_back(fmt::format("{} (file {}, model {})", k, it->second.sizes(), v.sizes()));
+  }
+  for (const auto& [k, v] : weights)
+    if (!ours.count(k)) unexpected.push_back(k);
+  if (!missing.empty() || !unexpected.empty() || !misshaped.empty()) {
+    auto list = [](const std::vector<std::string>& v) {
+      return v.empty() ? std::string("none") : fmt::format("{}", fmt::join(v.begin(), v.begin() + std::min<size_t>(v.size(), 8), ", ")) +
+                                                   (v.size() > 8 ? fmt::format(" and {} more", v.size() - 8) : "");
+    };
+    throw std::runtime_error(fmt::format("{}: weights do not fit the model config: missing {}; unexpected {}; mis-shaped {}",
+                                         source, list(missing), list(unexpected), list(misshaped)));
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [k, v] : ours) v.copy_(weights.at(k));
+}
+
+LoadedModel load_model_dir(const std::string& dir) {
+  LoadedModel m;
+  const fs::path d(dir);
+  if (!fs::is_directory(d)) throw std::runtime_error(fmt::format("{}: not a model folder (no such directory)", dir));
+  m.config = load_model_config((d / "config.yaml").string());
+  m.model = CLIP(m.config);
+  load_state_dict(m.model, load_safetensors((d / "model.safetensors").string(), at::kFloat).tensors,
+                  (d / "model.safetensors").string());
+  YAML::Node tok;
+  try {
+    tok = YAML::LoadFile((d / "tokenizer.yaml").string());
+  } catch (const YAML::Exception& e) {
+    throw std::runtime_error(fmt::format("{}: cannot read tokenizer.yaml: {}", dir, e.what()));
+  }
+  m.tokenizer_spec = (d / tok["file"].as<std::string>("")).string();
+  m.tokenizer = load_tokenizer(m.tokenizer_spec);
+  m.model->eval();
+  return m;
+}
+
+std::string save_checkpoint(const std::string& root, CLIP& model, torch::optim::Optimizer& optimizer,
+                            const TrainerState& state, const std::string& tokenizer_spec,
+                            const std::string& train_config_yaml, int64_t keep) {
+  const std::string name = fmt::format("step-{:08d}", state.step);
+  const fs::path final_dir = fs::path(root) / name, tmp = fs::path(root) / (name + ".tmp");
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  save_model_dir(tmp.string(), model, tokenizer_spec);
+  write_file_atomic((tmp / "train_config.yaml").string(), train_config_yaml);
+
+  // Optimizer moments by parameter name, the CPU RNG, and the loop position.
+  std::map<std::string, at::Tensor> st;
+  auto& opt_state = optimizer.state();
+  for (const auto& [pname, p] : named_params(model)) {
+    auto it = opt_state.find(p.unsafeGetTensorImpl());
+    if (it == opt_state.end()) continue;
+    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+    st["exp_avg/" + pname] = s.exp_avg();
+    st["exp_avg_sq/" + pname] = s.exp_avg_sq();
+    st["step/" + pname] = at::scalar_tensor(s.step(), at::kLong);
+  }
+  st["rng/cpu"] = at::detail::getDefaultCPUGenerator().get_state();
+  save_safetensors((tmp / "trainer.safetensors").string(), st,
+                   {{"step", std::to_string(state.step)}, {"epoch", std::to_string(state.epoch)},
+                    {"loader", state.loader_state}, {"nonfinite_in_row", std::to_string(state.nonfinite_in_row)},
+                    {"nonfinite_total", std::to_string(state.nonfinite_total)},
+                    {"samples_seen", std::to_string(state.samples_seen)},
+                    {"train_seconds", fmt::format("{:.17g}", state.train_seconds)}});
+  // The manifest goes last: a folder without a valid one is never resumed from.
+  std::string manifest = std::string(kManifestMagic) + "\n";
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(tmp)) files.push_back(e.path().filename().string());
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    const std::string data = read_file((tmp / f).string());
+    manifest += fmt::format("{} {} {:08x}\n", f, data.size(), crc32_of(data));
+  }
+  write_file_atomic((tmp / "MANIFEST").string(), manifest);
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  fsync_dir(root);
+  // Keep the newest `keep`.
+  std::vector<std::string> all;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos) all.push_back(n);
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(fs::path(root) / all[i]);
+  return final_dir.string();
+}
+
+std::string validate_checkpoint(const std::string& dir) {
+  std::string manifest;
+  try {
+    manifest = read_file((fs::path(dir) / "MANIFEST").string());
+  } catch (const std::exception&) {
+    return "no MANIFEST (the write did not finish)";
+  }
+  std::istringstream in(manifest);
+  std::string magic;
+  std::getline(in, magic);
+  if (magic != kManifestMagic) return fmt::format("MANIFEST does not start with '{}'", kManifestMagic);
+  int files = 0;
+  for (std::string file; in >> file;) {
+    uint64_t size = 0;
+    std::string crc;
+    in >> size >> crc;
+    std::string data;
+    try {
+      data = read_file((fs::path(dir) / file).string());
+    } catch (const std::exception&) {
+      return fmt::format("{} is missing", file);
+    }
+    if (data.size() != size) return fmt::format("{} has {} bytes, the manifest says {}", file, data.size(), size);
+    if (fmt::format("{:08x}", crc32_of(data)) != crc) return fmt::format("{} fails its CRC-32 check", file);
+    ++files;
+  }
+  return files > 0 ? "" : "MANIFEST lists no files";
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& root) {
+  std::vector<std::string> all;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos) all.push_back(e.path().string());
+  }
+  std::sort(all.rbegin(), all.rend());
+  for (const auto& d : all) {
+    const std::string problem = validate_checkpoint(d);
+    if (problem.empty()) return d;
+    std::cerr << fmt::format("checkpoint {} is not usable: {}; skipped\n", d, problem);
+  }
+  return std::nullopt;
+}
+
+TrainerState load_checkpoint(const std::string& dir, CLIP& model, torch::optim::Optimizer& optimizer) {
+  const std::string problem = validate_checkpoint(dir);
+  if (!problem.empty()) throw std::runtime_error(fmt::format("{}: {}", dir, problem));
+  load_state_dict(model, load_safetensors((fs::path(dir) / "model.safetensors").string()).tensors,
+                  (fs::path(dir) / "model.safetensors").string());
+  auto st = load_safetensors((fs::path(dir) / "trainer.safetensors").string());
+  auto& opt_state = optimizer.state();
+  for (const auto& [pname, p] : named_params(model)) {
+    auto it = st.tensors.find("exp_avg/" + pname);
+    if (it == st.tensors.end()) continue;
+    auto s = std::make_unique<torch::optim::AdamWParamState>();
+    s->exp_avg(it->second.clone());
+    s->exp_avg_sq(st.tensors.at("exp_avg_sq/" + pname).clone());
+    s->step(st.tensors.at("step/" + pname).item<int64_t>());
+    opt_state[p.unsafeGetTensorImpl()] = std::move(s);
+  }
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  gen.set_state(st.tensors.at("rng/cpu"));
+  TrainerState s;
+  auto meta = [&](const char* k) { return st.metadata.at(k); };
+  s.step = std::stoll(meta("step"));
+  s.epoch = std::stoll(meta("epoch"));
+  s.loader_state = meta("loader");
+  s.nonfinite_in_row = std::stoll(meta("nonfinite_in_row"));
+  s.nonfinite_total = std::stoll(meta("nonfinite_total"));
+  s.samples_seen = std::stoll(meta("samples_seen"));
+  s.train_seconds = std::stod(meta("train_seconds"));
+  return s;
+}
+
+}  // namespace torchclip

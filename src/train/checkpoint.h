@@ -1,0 +1,66 @@
+// Model folders and training checkpoints.
+//
+// A model folder holds everything inference needs: model.safetensors (OpenCLIP's names),
+// config.yaml (the model config) and the tokenizer (tokenizer.yaml plus its vocabulary file).
+// A checkpoint is a model folder plus trainer.safetensors (optimizer moments, RNG state) whose
+// metadata records the step, epoch and loader position, and a MANIFEST of sizes and CRC-32s
+// written last. Checkpoints are written into NAME.tmp, fsync'd, and renamed into place, so a crash
+// leaves either the previous checkpoints or a complete new one.
+#pragma once
+
+#include "model/clip.h"
+#include "text/tokenizer.h"
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace torchclip {
+
+struct LoadedModel {
+  ModelConfig config;
+  CLIP model = nullptr;
+  std::shared_ptr<const Tokenizer> tokenizer;
+  std::string tokenizer_spec;
+};
+
+/// Writes a model folder (the folder must exist). `tokenizer_spec` is what load_tokenizer took.
+void save_model_dir(const std::string& dir, CLIP& model, const std::string& tokenizer_spec);
+
+/// Loads a model folder; missing, unexpected or mis-shaped tensors are errors naming them.
+LoadedModel load_model_dir(const std::string& dir);
+
+/// Copies `weights` into `model` by name; throws listing missing, unexpected and mis-shaped names.
+void load_state_dict(CLIP& model, const std::map<std::string, at::Tensor>& weights, const std::string& source);
+
+/// What the trainer needs back besides the model and optimizer.
+struct TrainerState {
+  int64_t step = 0, epoch = 0;
+  std::string loader_state;
+  int64_t nonfinite_in_row = 0, nonfinite_total = 0;
+  int64_t samples_seen = 0;
+  double train_seconds = 0;
+};
+
+/// Writes checkpoint `root`/step-NNNNNNNN (atomically) and deletes all but the newest `keep`.
+std::string save_checkpoint(const std::string& root, CLIP& model, torch::optim::Optimizer& optimizer,
+                            const TrainerState& state, const std::string& tokenizer_spec,
+                            const std::string& train_config_yaml, int64_t keep);
+
+/// Checks a checkpoint's MANIFEST (sizes and CRC-32s). Returns an empty string when valid, else
+/// what is wrong.
+std::string validate_checkpoint(const std::string& dir);
+
+/// The newest checkpoint under `root` that validates; each invalid one is reported on stderr and
+/// skipped. nullopt when there is none.
+std::optional<std::string> latest_checkpoint(const std::string& root);
+
+/// Restores model weights, optimizer moments and the RNG from a checkpoint; returns its state.
+TrainerState load_checkpoint(const std::string& dir, CLIP& model, torch::optim::Optimizer& optimizer);
+
+}  // namespace torchclip

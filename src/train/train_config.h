@@ -1,0 +1,95 @@
+// The training configuration (configs/train/*.yaml): model, data, loss, optimiser, schedule and
+// loop settings, parsed by the same reader as model configs and printed back in full.
+#pragma once
+
+#include "config.h"
+#include "loss/loss_options.h"
+
+#include <torch/arg.h>
+
+#include <array>
+#include <string>
+#include <vector>
+
+namespace torchclip {
+
+using Pair = std::array<double, 2>;
+
+struct DataCfg {
+  TORCH_ARG(std::string, train) = "";
+  /// Labelled evaluation data (zero-shot and retrieval); empty: no evaluation.
+  TORCH_ARG(std::string, val) = "";
+  TORCH_ARG(std::string, csv_img_key) = "filepath";
+  TORCH_ARG(std::string, csv_caption_key) = "title";
+  TORCH_ARG(std::string, csv_label_key) = "label";
+  /// "" picks by extension (',' for .csv, tab otherwise).
+  TORCH_ARG(std::string, csv_separator) = "";
+  /// Zero-shot class names (one per line) and prompt templates ("{}" is the class).
+  TORCH_ARG(std::string, classes) = "";
+  TORCH_ARG(std::string, templates) = "";
+  TORCH_ARG(int64_t, batch_size) = 64;
+  TORCH_ARG(int64_t, workers) = 2;
+  TORCH_ARG(int64_t, shuffle_buffer) = 1000;
+  TORCH_ARG(Pair, scale) = {0.9, 1.0};
+  TORCH_ARG(int64_t, max_consecutive_failures) = 100;
+};
+
+struct OptimCfg {
+  TORCH_ARG(double, lr) = 5e-4;
+  TORCH_ARG(Pair, betas) = {0.9, 0.98};
+  TORCH_ARG(double, eps) = 1e-6;
+  TORCH_ARG(double, weight_decay) = 0.2;
+};
+
+struct ScheduleCfg {
+  /// "cosine", "const" or "const-cooldown".
+  TORCH_ARG(std::string, name) = "cosine";
+  TORCH_ARG(int64_t, warmup_steps) = 100;
+  /// const-cooldown: linear decay to min_lr over the last cooldown_steps.
+  TORCH_ARG(int64_t, cooldown_steps) = 0;
+  TORCH_ARG(double, min_lr) = 0.0;
+};
+
+struct LoopCfg {
+  /// Train for `steps` optimizer steps, or, when 0, for `epochs` passes over the data.
+  TORCH_ARG(int64_t, epochs) = 1;
+  TORCH_ARG(int64_t, steps) = 0;
+  /// "fp32" or "bf16" (autocast).
+  TORCH_ARG(std::string, precision) = "fp32";
+  /// Clip the global gradient norm to this; 0: off.
+  TORCH_ARG(double, grad_clip) = 0.0;
+  /// Micro-batches per step; features are cached so negatives span all of them (OpenCLIP).
+  TORCH_ARG(int64_t, accum_steps) = 1;
+  TORCH_ARG(uint64_t, seed) = 0;
+  /// Intra-op threads; 0 keeps LibTorch's default.
+  TORCH_ARG(int64_t, threads) = 0;
+  /// Steps between evaluations / checkpoints; 0: only at the end.
+  TORCH_ARG(int64_t, eval_every) = 0;
+  TORCH_ARG(int64_t, checkpoint_every) = 0;
+  TORCH_ARG(int64_t, keep_checkpoints) = 3;
+  /// Training stops after this many non-finite steps in a row.
+  TORCH_ARG(int64_t, max_nonfinite_steps) = 10;
+  TORCH_ARG(int64_t, log_every) = 10;
+};
+
+struct TrainConfig {
+  TORCH_ARG(std::string, source) = "<defaults>";
+  /// The model config's name or path as written, and the parsed config.
+  TORCH_ARG(std::string, model_name) = "tiny";
+  TORCH_ARG(ModelConfig, model) = {};
+  TORCH_ARG(std::string, tokenizer) = "clip-bpe";
+  TORCH_ARG(DataCfg, data) = {};
+  TORCH_ARG(LossConfig, loss) = {};
+  TORCH_ARG(OptimCfg, optim) = {};
+  TORCH_ARG(ScheduleCfg, schedule) = {};
+  TORCH_ARG(LoopCfg, train) = {};
+};
+
+/// Reads a training config, applying dotted overrides ("optim.lr=1e-3") first. Unknown keys,
+/// wrong types and impossible values throw ConfigError naming the file, line and key.
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+/// Every field, defaults included (printed at start and saved in the run folder).
+std::string to_yaml(const TrainConfig& cfg);
+
+}  // namespace torchclip
