@@ -39,8 +39,12 @@ def main():
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     ctx, vocab = model.context_length, model.vocab_size
     images = torch.randn(args.batch, 3, size, size)
+    # Captions of 8 to 24 tokens padded with zeros, EOT last: the same rule as torchclip's side.
     ids = torch.randint(1, vocab - 1, (args.batch, ctx))
-    ids[torch.arange(args.batch), torch.randint(1, ctx, (args.batch,))] = vocab - 1
+    lo, hi = min(8, ctx - 1), min(24, ctx - 1)
+    eot = torch.randint(lo, hi + 1, (args.batch, 1))
+    ids[torch.arange(ctx).unsqueeze(0) > eot] = 0
+    ids.scatter_(1, eot, vocab - 1)
     times = []
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()

@@ -32,12 +32,14 @@ struct BenchModelResult {
   int64_t batch = 0, iters = 0, threads = 0, parameters = 0;
   double step_seconds_median = 0, step_seconds_min = 0;
   double samples_per_second = 0;
-  /// Forward FLOPs per (image, text) pair; a training step costs about 3x (forward + backward).
+  /// Forward FLOPs per (image, text) pair at the full context length; a training step costs
+  /// about 3x (forward + backward). Shorter captions make the text tower cheaper than this.
   int64_t forward_flops_per_sample = 0, train_flops_per_sample = 0;
   double achieved_gflops = 0;   // train_flops_per_sample * samples_per_second / 1e9
   double matmul_gflops = 0;     // this machine's measured square-matmul rate at this precision
   double utilisation = 0;       // achieved / matmul
   double loss = 0;              // last step's clip loss, as a sanity check
+  bool optimizer_step = false;  // the timed step included the AdamW update
 };
 
 BenchModelResult bench_model(const BenchModelOptions& options);

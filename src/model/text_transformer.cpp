@@ -82,9 +82,19 @@ at::Tensor TextTransformerImpl::pool_index(const at::Tensor& ids) const {
   return at::full({ids.size(0)}, ids.size(1) - 1, ids.options().dtype(at::kLong));  // "last"
 }
 
-at::Tensor TextTransformerImpl::forward(const at::Tensor& ids) {
-  auto x = tokens(ids);                                                   // [B, T, W]
-  auto idx = pool_index(ids);                                             // [B]
+at::Tensor TextTransformerImpl::forward(const at::Tensor& ids_in) {
+  const TextCfg& c = options.cfg();
+  auto idx = pool_index(ids_in);                                          // [B]
+  at::Tensor ids = ids_in;
+  // With a causal mask the pooled position never sees later ones, so positions past the last
+  // pooled one (the padding after the longest caption) are not computed at all. The result is the
+  // same function; typical captions fill a fraction of the 77-token context. (CPU only: on CUDA
+  // the length would cost a device sync every step.)
+  if (!c.no_causal_mask() && c.pool_type() != "last" && ids_in.device().is_cpu() && ids_in.size(0) > 0) {
+    const int64_t needed = idx.max().item<int64_t>() + 1;
+    if (needed < ids_in.size(1)) ids = ids_in.slice(1, 0, needed);        // [B, T']
+  }
+  auto x = tokens(ids);                                                   // [B, T', W]
   auto pooled = x.gather(1, idx.view({-1, 1, 1}).expand({x.size(0), 1, x.size(2)})).squeeze(1);  // [B, W]
   if (text_projection.defined()) return at::matmul(pooled, text_projection);  // [B, E]
   if (text_projection_linear) return text_projection_linear(pooled);
