@@ -31,8 +31,12 @@ TEST(Cli, BenchModelJsonReportsThroughputFlopsAndUtilisation) {
   auto j = YAML::Load(r.out.substr(r.out.find('{')));
   EXPECT_EQ(j["batch"].as<int>(), 4);
   EXPECT_GT(j["samples_per_second"].as<double>(), 0);
-  EXPECT_EQ(j["forward_flops_per_sample"].as<int64_t>(), 12077184 + 10231808);  // image + text, see golden
-  EXPECT_EQ(j["train_flops_per_sample"].as<int64_t>(), 3 * (12077184 + 10231808));
+  // Image FLOPs as the golden test checks them, plus the text tower up to the longest caption
+  // (8 to 24 tokens, so at most 25 positions of the 32-token context).
+  const int64_t fwd = j["forward_flops_per_sample"].as<int64_t>();
+  EXPECT_GT(fwd, 12077184 + 10231808 / 4);
+  EXPECT_LT(fwd, 12077184 + 10231808);
+  EXPECT_EQ(j["train_flops_per_sample"].as<int64_t>(), 3 * fwd);
   EXPECT_GT(j["matmul_gflops"].as<double>(), 0);
   EXPECT_GT(j["utilisation"].as<double>(), 0);
   EXPECT_NEAR(j["loss"].as<double>(), std::log(4.0), 1.0);  // random init: near ln(batch)

@@ -96,7 +96,8 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   r.iters = o.iters();
   r.threads = at::get_num_threads();
   r.parameters = parameter_count(*model);
-  r.forward_flops_per_sample = model->image_flops() + model->text_flops();
+  // The text tower runs only up to the longest caption of the batch (see TextTransformer).
+  r.forward_flops_per_sample = model->image_flops() + model->text->flops(eot.max().item<int64_t>() + 1);
   r.train_flops_per_sample = 3 * r.forward_flops_per_sample;
   r.optimizer_step = o.optimizer_step();
 

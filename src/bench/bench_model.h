@@ -32,8 +32,8 @@ struct BenchModelResult {
   int64_t batch = 0, iters = 0, threads = 0, parameters = 0;
   double step_seconds_median = 0, step_seconds_min = 0;
   double samples_per_second = 0;
-  /// Forward FLOPs per (image, text) pair at the full context length; a training step costs
-  /// about 3x (forward + backward). Shorter captions make the text tower cheaper than this.
+  /// Forward FLOPs per (image, text) pair as computed: the text tower up to the batch's longest
+  /// caption. A training step costs about 3x (forward + backward).
   int64_t forward_flops_per_sample = 0, train_flops_per_sample = 0;
   double achieved_gflops = 0;   // train_flops_per_sample * samples_per_second / 1e9
   double matmul_gflops = 0;     // this machine's measured square-matmul rate at this precision

@@ -101,10 +101,10 @@ at::Tensor TextTransformerImpl::forward(const at::Tensor& ids_in) {
   return pooled;
 }
 
-int64_t TextTransformerImpl::flops() const {
+int64_t TextTransformerImpl::flops(int64_t tokens) const {
   const TextCfg& c = options.cfg();
   const int64_t proj = c.proj_type() == "linear" ? 2 * c.width() * options.output_dim() : 0;
-  return transformer->flops(c.context_length()) + proj;
+  return transformer->flops(tokens > 0 ? tokens : c.context_length()) + proj;
 }
 
 }  // namespace torchclip

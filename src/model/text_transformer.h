@@ -26,8 +26,8 @@ class TextTransformerImpl : public torch::nn::Cloneable<TextTransformerImpl> {
   at::Tensor forward(const at::Tensor& ids);
   /// The position each sequence is pooled at: ids [B, T] -> [B] int64.
   at::Tensor pool_index(const at::Tensor& ids) const;
-  /// Forward FLOPs of one sequence of context_length tokens.
-  int64_t flops() const;
+  /// Forward FLOPs of one sequence of `tokens` tokens (default: context_length).
+  int64_t flops(int64_t tokens = 0) const;
 
   TextTowerOptions options;
   torch::nn::Embedding token_embedding = nullptr;
