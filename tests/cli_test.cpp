@@ -8,22 +8,12 @@
 #include <vector>
 #include <unistd.h>
 
+#include "support.h"
+
 namespace {
 
-struct Run {
-  int code;
-  std::string out;
-};
-
-Run run(const std::string& args) {
-  std::string cmd = std::string(TORCHCLIP_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using Run = torchclip::test::CliRun;
+Run run(const std::string& args) { return torchclip::test::run_cli(args); }
 
 TEST(Cli, BenchModelJsonReportsThroughputFlopsAndUtilisation) {
   auto r = run("bench model --config tiny --batch 4 --iters 2 --warmup 1 --json");

@@ -11,14 +11,7 @@
 namespace torchclip {
 namespace {
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+std::string error_of(const std::function<void()>& fn) { return test::error_of<ConfigError>(fn); }
 
 ModelConfig parse(const std::string& yaml) { return parse_model_config(YAML::Load(yaml), "test.yaml"); }
 

@@ -8,7 +8,10 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <unistd.h>
 
+#include <array>
+#include <cstdio>
 #include <filesystem>
+#include <sys/wait.h>
 #include <functional>
 #include <string>
 #include <vector>
@@ -76,6 +79,32 @@ inline std::filesystem::path temp_dir(const std::string& name) {
   auto p = std::filesystem::temp_directory_path() / ("torchclip_test_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::create_directories(p);
   return p;
+}
+
+/// The message of the exception of type E that fn throws, or "<no error>".
+template <typename E, typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+/// Runs the torchclip binary with `args` (shell syntax); exit code and stdout+stderr.
+struct CliRun {
+  int code;
+  std::string out;
+};
+inline CliRun run_cli(const std::string& args) {
+  const std::string cmd = std::string(TORCHCLIP_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
 }  // namespace torchclip::test

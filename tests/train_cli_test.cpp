@@ -16,22 +16,12 @@
 
 namespace fs = std::filesystem;
 
+#include "support.h"
+
 namespace {
 
-struct Run {
-  int code;
-  std::string out;
-};
-
-Run run(const std::string& args) {
-  std::string cmd = std::string(TORCHCLIP_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using Run = torchclip::test::CliRun;
+Run run(const std::string& args) { return torchclip::test::run_cli(args); }
 
 /// A small image-caption dataset (two classes: dark and bright images) and a tiny model config.
 class TrainFixture : public ::testing::Test {

@@ -39,14 +39,7 @@ struct Cfg {
   ~Cfg() { std::filesystem::remove_all(dir); }
 };
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+std::string error_of(const std::function<void()>& fn) { return test::error_of<ConfigError>(fn); }
 
 TEST(TrainConfig, ParsesOverridesAndRoundTripsTheEffectiveConfig) {
   Cfg c;
