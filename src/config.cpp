@@ -42,9 +42,9 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
     if (dot == std::string::npos) break;
     start = dot + 1;
   }
-  YAML::Node parsed;
+  YAML::Node parsed(std::string{});  // "key=" sets an empty string
   try {
-    parsed = YAML::Load(value);
+    if (!value.empty()) parsed = YAML::Load(value);
   } catch (const YAML::Exception& e) {
     throw ConfigError(fmt::format("override '{}': the value is not valid YAML: {}", assignment, e.msg));
   }

@@ -16,7 +16,10 @@
 
 namespace fs = std::filesystem;
 
+#include "io/safetensors.h"
 #include "support.h"
+
+#include <ATen/ATen.h>
 
 namespace {
 
@@ -176,6 +179,30 @@ TEST_F(TrainFixture, Bf16TrainingMovesParametersAndEvalReadsTheModelFolder) {
   ASSERT_EQ(e.code, 0) << e.out;
   EXPECT_NE(e.out.find("\"zeroshot_top1\""), std::string::npos) << e.out;
   EXPECT_NE(e.out.find("\"image_to_text_R@1\""), std::string::npos) << e.out;
+}
+
+TEST_F(TrainFixture, AccumulationEqualsOneLargeBatch) {
+  // Two micro-batches of 8 with cached features (OpenCLIP's --accum-freq) take the same step as one
+  // batch of 16 over the same samples: the loss is over all 16, so the gradients agree.
+  const std::string common = "--set train.steps=1 --set train.checkpoint_every=0 --set data.val=\"\" --set schedule.warmup_steps=0";
+  auto r = run(train("big", common + " --set data.batch_size=16"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run(train("acc", common + " --set data.batch_size=8 --set train.accum_steps=2"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto big = torchclip::load_safetensors((dir / "big" / "checkpoints" / "step-00000001" / "model.safetensors").string());
+  auto acc = torchclip::load_safetensors((dir / "acc" / "checkpoints" / "step-00000001" / "model.safetensors").string());
+  auto init_loss = losses("big").at(1), acc_loss = losses("acc").at(1);
+  EXPECT_NEAR(std::stod(init_loss), std::stod(acc_loss), 1e-5);
+  double worst = 0;
+  for (const auto& [k, v] : big.tensors) worst = std::max(worst, (v - acc.tensors.at(k)).abs().max().item<double>());
+  EXPECT_LT(worst, 1e-5) << "parameters after one step differ by " << worst;
+  // And both moved away from the initialisation by far more than that.
+  r = run(train("zero", common + " --set optim.lr=1e-12 --set data.batch_size=16"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto init = torchclip::load_safetensors((dir / "zero" / "checkpoints" / "step-00000001" / "model.safetensors").string());
+  double moved = 0;
+  for (const auto& [k, v] : big.tensors) moved = std::max(moved, (v - init.tensors.at(k)).abs().max().item<double>());
+  EXPECT_GT(moved, 1e-4);
 }
 
 }  // namespace
