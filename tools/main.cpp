@@ -21,6 +21,8 @@ commands:
   eval          --model DIR --data SOURCE [--classes FILE --templates FILE] [--json] [--csv-... flags]
                 zero-shot top-1/top-5 and image<->text retrieval (R@1/5/10, mean/median rank);
                 with --query TEXT [--query ...] [--k 8] [--grid out.png]: the data's images closest to each text
+  convert       --openclip-config NAME|FILE --weights open_clip.safetensors --out MODEL_DIR
+                an open_clip checkpoint (safetensors) as a torchclip model folder
   prepare fashion-mnist [--out DIR] [--format csv|wds] [--source DIR]
                 writes data/fashion-mnist/: PNGs, train.csv, test.csv, classes, templates (and shards)
   data check    --data SOURCE [--json] [--workers N] [--tokenizer T] [--context-length N]
@@ -56,6 +58,7 @@ int main(int argc, char** argv) {
       {"prepare", torchclip::tools::prepare_main},
       {"train", torchclip::tools::train_main},
       {"eval", torchclip::tools::eval_main},
+      {"convert", torchclip::tools::convert_main},
   };
   if (args.empty() || args[0] == "-h" || args[0] == "--help") {
     fmt::print("{}", kUsage);

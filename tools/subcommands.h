@@ -15,5 +15,6 @@ int data_main(const Argv& args);
 int prepare_main(const Argv& args);
 int train_main(const Argv& args);
 int eval_main(const Argv& args);
+int convert_main(const Argv& args);
 
 }  // namespace torchclip::tools

@@ -1,6 +1,7 @@
 #include "data/loader.h"
 #include "subcommands.h"
 #include "train/checkpoint.h"
+#include "train/convert.h"
 #include "train/evaluate.h"
 #include "train/trainer.h"
 #include "util/args.h"
@@ -95,6 +96,15 @@ int eval_main(const Argv& argv) {
   } else {
     for (const auto& [k, v] : r.metrics) fmt::print("{:<28} {:.4f}\n", k, v);
   }
+  return 0;
+}
+
+int convert_main(const Argv& argv) {
+  Args args(argv);
+  const std::string config = args.require("openclip-config"), weights = args.require("weights"), out = args.require("out");
+  args.finish();
+  convert_openclip(openclip_model_config(config), weights, out);
+  fmt::print("wrote model folder {} (model.safetensors, config.yaml, CLIP BPE tokenizer)\n", out);
   return 0;
 }
 

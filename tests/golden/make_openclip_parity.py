@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Creates randomly initialised open_clip models (seeded, no download) and writes, for each, its
+weights (NAME.safetensors, open_clip's own state_dict) and NAME.io.safetensors: fixed inputs and
+open_clip's outputs on them (image and text features before normalisation, logits_per_image).
+The golden parity test converts the weights with torchclip and compares.
+Usage: make_openclip_parity.py OUT_DIR NAME [NAME ...]"""
+import os
+import sys
+
+import open_clip
+import torch
+from safetensors.torch import save_file
+
+
+def main():
+    out, names = sys.argv[1], sys.argv[2:]
+    os.makedirs(out, exist_ok=True)
+    for name in names:
+        torch.manual_seed(0)
+        model = open_clip.create_model(name, pretrained=None).eval()
+        size = model.visual.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        g = torch.Generator().manual_seed(1)
+        images = torch.randn(3, 3, size, size, generator=g)
+        texts = open_clip.get_tokenizer(name)(['a photo of a cat.', 'A diagram of a CPU, drawn by hand!', 'ok'])
+        with torch.no_grad():
+            img = model.encode_image(images)
+            txt = model.encode_text(texts)
+            logits = model.logit_scale.exp() * torch.nn.functional.normalize(img, dim=-1) @ \
+                torch.nn.functional.normalize(txt, dim=-1).T
+        sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(sd, os.path.join(out, name + '.safetensors'))
+        save_file({'images': images, 'texts': texts, 'image_features': img.contiguous(),
+                   'text_features': txt.contiguous(), 'logits_per_image': logits.contiguous()},
+                  os.path.join(out, name + '.io.safetensors'))
+        print(f'{name}: {sum(p.numel() for p in model.parameters())} parameters')
+
+
+if __name__ == '__main__':
+    main()

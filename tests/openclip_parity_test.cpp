@@ -1,0 +1,84 @@
+// Our towers are the same function as open_clip's: randomly initialised open_clip models are
+// converted and run on the same inputs; every output must agree within 1e-5 (fp32, CPU).
+#include "io/safetensors.h"
+#include "train/checkpoint.h"
+#include "train/convert.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "support.h"
+
+namespace torchclip {
+namespace {
+
+class OpenClipParity : public ::testing::TestWithParam<std::string> {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::filesystem::path(test::temp_dir("parity"));
+    const std::string cmd = "python3 " TORCHCLIP_SOURCE_DIR "/tests/golden/make_openclip_parity.py " + dir_->string() +
+                            " ViT-B-32 ViT-B-16 RN50 ViT-B-32-quickgelu > " + (*dir_ / "python.log").string() + " 2>&1";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << "open_clip reference failed; see " << (*dir_ / "python.log").string();
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+  static std::filesystem::path* dir_;
+};
+std::filesystem::path* OpenClipParity::dir_ = nullptr;
+
+double max_abs(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+TEST_P(OpenClipParity, EmbeddingsAndLogitsMatch) {
+  const std::string name = GetParam();
+  const auto model_dir = (*dir_ / (name + "-model")).string();
+  convert_openclip(openclip_model_config(name), (*dir_ / (name + ".safetensors")).string(), model_dir);
+  auto m = load_model_dir(model_dir);
+  auto io = load_safetensors((*dir_ / (name + ".io.safetensors")).string()).tensors;
+  torch::NoGradGuard g;
+  auto img = m.model->encode_image(io.at("images"));
+  auto txt = m.model->encode_text(io.at("texts"));
+  auto logits = m.model->logits(l2_normalize(img), l2_normalize(txt));
+  const double di = max_abs(img, io.at("image_features")), dt = max_abs(txt, io.at("text_features")),
+               dl = max_abs(logits, io.at("logits_per_image"));
+  std::cout << "[ parity ] " << name << ": max |diff| image " << di << ", text " << dt << ", logits " << dl << "\n";
+  EXPECT_LT(di, 1e-5);
+  EXPECT_LT(dt, 1e-5);
+  EXPECT_LT(dl, 1e-5);
+  std::filesystem::remove_all(model_dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, OpenClipParity, ::testing::Values("ViT-B-32", "ViT-B-16", "RN50", "ViT-B-32-quickgelu"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n) if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return n;
+                         });
+
+TEST(Convert, MisShapedAndUnexpectedTensorsAreNamed) {
+  auto dir = test::temp_dir("convert_err");
+  auto cfg = load_model_config("tiny");
+  CLIP model(cfg);
+  auto sd = state_dict(*model);
+  sd["visual.proj"] = at::zeros({3, 3});
+  sd["extra.weight"] = at::zeros({1});
+  sd.erase("ln_final.bias");
+  save_safetensors((dir / "w.safetensors").string(), sd);
+  try {
+    convert_openclip(cfg, (dir / "w.safetensors").string(), (dir / "out").string());
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("missing ln_final.bias"), std::string::npos) << m;
+    EXPECT_NE(m.find("unexpected extra.weight"), std::string::npos) << m;
+    EXPECT_NE(m.find("visual.proj (file [3, 3], model [96, 64])"), std::string::npos) << m;
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace torchclip
