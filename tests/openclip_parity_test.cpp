@@ -49,7 +49,14 @@ TEST_P(OpenClipParity, EmbeddingsAndLogitsMatch) {
   EXPECT_LT(di, 1e-5);
   EXPECT_LT(dt, 1e-5);
   EXPECT_LT(dl, 1e-5);
+  // Round trip: our export loads into open_clip (strictly) and gives the same outputs again.
+  const std::string prefix = (*dir_ / (name + "-export")).string();
+  export_openclip(model_dir, prefix);
+  const std::string cmd = "python3 " TORCHCLIP_SOURCE_DIR "/tests/golden/check_openclip_roundtrip.py " + prefix + " " +
+                          (*dir_ / (name + ".io.safetensors")).string();
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   std::filesystem::remove_all(model_dir);
+  std::filesystem::remove(prefix + ".safetensors");
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, OpenClipParity, ::testing::Values("ViT-B-32", "ViT-B-16", "RN50", "ViT-B-32-quickgelu"),

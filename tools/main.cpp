@@ -23,6 +23,8 @@ commands:
                 with --query TEXT [--query ...] [--k 8] [--grid out.png]: the data's images closest to each text
   convert       --openclip-config NAME|FILE --weights open_clip.safetensors --out MODEL_DIR
                 an open_clip checkpoint (safetensors) as a torchclip model folder
+  export        --model MODEL_DIR --out PREFIX
+                PREFIX.safetensors + PREFIX.json that open_clip loads (open_clip.CLIP(**json))
   prepare fashion-mnist [--out DIR] [--format csv|wds] [--source DIR]
                 writes data/fashion-mnist/: PNGs, train.csv, test.csv, classes, templates (and shards)
   data check    --data SOURCE [--json] [--workers N] [--tokenizer T] [--context-length N]
@@ -59,6 +61,7 @@ int main(int argc, char** argv) {
       {"train", torchclip::tools::train_main},
       {"eval", torchclip::tools::eval_main},
       {"convert", torchclip::tools::convert_main},
+      {"export", torchclip::tools::export_main},
   };
   if (args.empty() || args[0] == "-h" || args[0] == "--help") {
     fmt::print("{}", kUsage);

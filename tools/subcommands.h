@@ -16,5 +16,6 @@ int prepare_main(const Argv& args);
 int train_main(const Argv& args);
 int eval_main(const Argv& args);
 int convert_main(const Argv& args);
+int export_main(const Argv& args);
 
 }  // namespace torchclip::tools

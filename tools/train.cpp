@@ -108,4 +108,14 @@ int convert_main(const Argv& argv) {
   return 0;
 }
 
+int export_main(const Argv& argv) {
+  Args args(argv);
+  const std::string model = args.require("model"), out = args.require("out");
+  args.finish();
+  export_openclip(model, out);
+  fmt::print("wrote {0}.safetensors and {0}.json; in Python: open_clip.CLIP(**json.load(open('{0}.json'))) then "
+             "load_state_dict(safetensors.torch.load_file('{0}.safetensors'))\n", out);
+  return 0;
+}
+
 }  // namespace torchclip::tools

@@ -1,10 +1,12 @@
 #include "train/convert.h"
 
+#include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "train/checkpoint.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
 #include <array>
@@ -63,6 +65,39 @@ void convert_openclip(const ModelConfig& config_in, const std::string& weights, 
   load_state_dict(model, file.tensors, weights);
   fs::create_directories(out);
   save_model_dir(out, model, "clip-bpe");
+}
+
+std::string openclip_config_json(const ModelConfig& c) {
+  const VisionCfg& v = c.vision_cfg();
+  const TextCfg& t = c.text_cfg();
+  if (t.pos_embed_type() != "learnable")
+    throw std::runtime_error("text_cfg.pos_embed_type 'sinusoidal' is a torchclip extension open_clip cannot load");
+  auto opt = [](const std::optional<double>& x) { return x ? fmt::format("{}", *x) : std::string("null"); };
+  std::string layers = v.is_resnet() ? fmt::format("[{}]", fmt::join(v.layers(), ", ")) : std::to_string(v.layers()[0]);
+  std::string out = fmt::format("{{\n  \"embed_dim\": {},\n  \"quick_gelu\": {},\n", c.embed_dim(), c.quick_gelu());
+  if (c.init_logit_bias()) out += fmt::format("  \"init_logit_bias\": {},\n", *c.init_logit_bias());
+  if (c.custom_text()) out += "  \"custom_text\": true,\n";
+  if (c.nonscalar_logit_scale()) out += "  \"nonscalar_logit_scale\": true,\n";
+  out += fmt::format(
+      "  \"vision_cfg\": {{\"layers\": {}, \"width\": {}, \"head_width\": {}, \"mlp_ratio\": {}, \"patch_size\": {}, "
+      "\"image_size\": {}, \"ls_init_value\": {}, \"patch_dropout\": {}, \"no_ln_pre\": {}, \"pool_type\": \"{}\", "
+      "\"final_ln_after_pool\": {}}},\n",
+      layers, v.width(), v.head_width(), v.mlp_ratio(), v.is_resnet() ? std::string("null") : std::to_string(v.patch_size()),
+      v.image_size(), opt(v.ls_init_value()), v.patch_dropout(), v.no_ln_pre(), v.pool_type(), v.final_ln_after_pool());
+  out += fmt::format(
+      "  \"text_cfg\": {{\"context_length\": {}, \"vocab_size\": {}, \"width\": {}, \"heads\": {}, \"layers\": {}, "
+      "\"mlp_ratio\": {}, \"ls_init_value\": {}, \"pad_id\": {}, \"eos_id\": {}, \"no_causal_mask\": {}, "
+      "\"pool_type\": \"{}\", \"proj_bias\": {}, \"proj_type\": \"{}\"}}\n}}\n",
+      t.context_length(), t.vocab_size(), t.width(), t.heads(), t.layers(), t.mlp_ratio(), opt(t.ls_init_value()),
+      t.pad_id(), t.eos_id(), t.no_causal_mask(), t.pool_type(), t.proj_bias(), t.proj_type());
+  return out;
+}
+
+void export_openclip(const std::string& model_dir, const std::string& prefix) {
+  auto m = load_model_dir(model_dir);
+  const std::string json = openclip_config_json(m.config);
+  save_safetensors(prefix + ".safetensors", state_dict(*m.model), {{"format", "pt"}, {"producer", "torchclip"}});
+  write_file_atomic(prefix + ".json", json);
 }
 
 }  // namespace torchclip

@@ -16,4 +16,12 @@ ModelConfig openclip_model_config(const std::string& name_or_path);
 /// by name and shape, and writes a model folder to `out` with the CLIP BPE tokenizer.
 void convert_openclip(const ModelConfig& config, const std::string& weights, const std::string& out);
 
+/// OpenCLIP's JSON model config for `config` (model_configs/*.json fields). Throws for
+/// torchclip-only settings OpenCLIP cannot express (sinusoidal text positions).
+std::string openclip_config_json(const ModelConfig& config);
+
+/// Writes a model folder back for open_clip: PREFIX.safetensors (open_clip's state-dict names)
+/// and PREFIX.json (the config, for open_clip.CLIP(**json)).
+void export_openclip(const std::string& model_dir, const std::string& prefix);
+
 }  // namespace torchclip
