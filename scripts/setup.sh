@@ -36,6 +36,7 @@ want_py torchvision "$TORCHVISION_VERSION" || pip_missing+=("torchvision==$TORCH
 want_py open_clip_torch "$OPEN_CLIP_VERSION" || pip_missing+=("open-clip-torch==$OPEN_CLIP_VERSION")
 want_py safetensors "$SAFETENSORS_VERSION" || pip_missing+=("safetensors==$SAFETENSORS_VERSION")
 want_py ftfy "$FTFY_VERSION" || pip_missing+=("ftfy==$FTFY_VERSION")
+want_py PyYAML "$PYYAML_VERSION" || pip_missing+=("pyyaml==$PYYAML_VERSION")  # the golden scripts read our YAML
 if [ ${#pip_missing[@]} -gt 0 ]; then
   echo "setup: installing Python packages: ${pip_missing[*]}"
   "$py" -m pip install -q --disable-pip-version-check "${pip_missing[@]}" "numpy<$NUMPY_MAX"

@@ -7,7 +7,6 @@
 
 namespace torchclip::tools {
 
-/// The CSV column flags shared by every command that reads a data source (OpenCLIP's names).
 data::CsvOptions csv_flags(Args& args) {
   data::CsvOptions o;
   o.img_key(args.get("csv-img-key", o.img_key()))

@@ -1,19 +1,12 @@
-#include "data/loader.h"
 #include "subcommands.h"
-#include "train/checkpoint.h"
-#include "train/convert.h"
-#include "train/evaluate.h"
 #include "train/trainer.h"
 #include "util/args.h"
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include <filesystem>
 
 namespace torchclip::tools {
-
-data::CsvOptions csv_flags(Args& args);  // tools/data.cpp
 
 int train_main(const Argv& argv) {
   Args args(argv);
@@ -31,90 +24,6 @@ int train_main(const Argv& argv) {
              r.nonfinite_steps ? fmt::format(" ({} non-finite steps skipped)", r.nonfinite_steps) : "");
   fmt::print("model (checkpoint): {}\nmetrics: {}/metrics.jsonl\nplot: {}/plot.png\n", r.checkpoint, run.out_dir(),
              run.out_dir());
-  return 0;
-}
-
-int eval_main(const Argv& argv) {
-  Args args(argv);
-  const std::string model_dir = args.require("model"), spec = args.require("data");
-  auto csv = csv_flags(args);
-  if (csv.label_key().empty()) csv.label_key("label");
-  const std::string classes_file = args.get("classes", ""), templates_file = args.get("templates", "");
-  const int64_t workers = args.get_int("workers", 2), k = args.get_int("k", 8);
-  const auto queries = args.get_all("query");
-  const std::string grid = args.get("grid", "");
-  const bool json = args.flag("json");
-  args.finish();
-  auto m = load_model_dir(model_dir);
-  std::vector<std::string> classes, templates;
-  if (!classes_file.empty()) {
-    classes = read_lines(classes_file);
-    if (templates_file.empty()) throw UsageError("--classes needs --templates (one prompt per line, {} for the class)");
-    templates = read_lines(templates_file);
-  }
-  data::Loader loader(data::open_source(spec, csv), m.tokenizer,
-                      data::LoaderOptions()
-                          .batch_size(512)
-                          .workers(workers)
-                          .shuffle(false)
-                          .drop_last(false)
-                          .context_length(m.config.text_cfg().context_length())
-                          .transform(data::ImageTransformOptions().image_size(m.config.vision_cfg().image_size())));
-  if (!queries.empty()) {  // text -> image retrieval over the data's images
-    auto index = embed_images(m.model, loader, !json);
-    torch::NoGradGuard no_grad;
-    auto q = m.model->encode_text(tokenize(*m.tokenizer, queries, m.config.text_cfg().context_length()), true);
-    std::string results;
-    for (size_t qi = 0; qi < queries.size(); ++qi) {
-      auto hits = nearest(index.features, q[qi], k);
-      std::vector<std::string> paths, rows;
-      std::vector<float> scores;
-      if (!json) fmt::print("query \"{}\":\n", queries[qi]);
-      for (const auto& [row, score] : hits) {
-        paths.push_back(index.paths[row]);
-        scores.push_back(score);
-        if (!json) fmt::print("  {:.4f}  {}  ({})\n", score, index.paths[row].empty() ? index.origins[row] : index.paths[row],
-                              index.captions[row]);
-        rows.push_back(fmt::format("{{\"score\": {:.6f}, \"path\": \"{}\", \"origin\": \"{}\", \"label\": {}}}", score,
-                                   index.paths[row], index.origins[row], index.labels[row]));
-      }
-      results += fmt::format("{}{{\"query\": \"{}\", \"results\": [{}]}}", qi ? ", " : "", queries[qi], fmt::join(rows, ", "));
-      if (!grid.empty()) {
-        const std::string png = queries.size() == 1 ? grid : fmt::format("{}.{}.png", grid, qi);
-        write_contact_sheet(paths, scores, "query: " + queries[qi], png);
-        if (!json) fmt::print("  contact sheet: {}\n", png);
-      }
-    }
-    if (json) fmt::print("[{}]\n", results);
-    return 0;
-  }
-  auto r = evaluate(m.model, *m.tokenizer, loader, classes, templates, false, !json);
-  std::string body;
-  for (const auto& [k, v] : r.metrics) body += fmt::format("{}\"{}\": {:.6g}", body.empty() ? "" : ", ", k, v);
-  if (json) {
-    fmt::print("{{{}}}\n", body);
-  } else {
-    for (const auto& [k, v] : r.metrics) fmt::print("{:<28} {:.4f}\n", k, v);
-  }
-  return 0;
-}
-
-int convert_main(const Argv& argv) {
-  Args args(argv);
-  const std::string config = args.require("openclip-config"), weights = args.require("weights"), out = args.require("out");
-  args.finish();
-  convert_openclip(openclip_model_config(config), weights, out);
-  fmt::print("wrote model folder {} (model.safetensors, config.yaml, CLIP BPE tokenizer)\n", out);
-  return 0;
-}
-
-int export_main(const Argv& argv) {
-  Args args(argv);
-  const std::string model = args.require("model"), out = args.require("out");
-  args.finish();
-  export_openclip(model, out);
-  fmt::print("wrote {0}.safetensors and {0}.json; in Python: open_clip.CLIP(**json.load(open('{0}.json'))) then "
-             "load_state_dict(safetensors.torch.load_file('{0}.safetensors'))\n", out);
   return 0;
 }
 
