@@ -57,6 +57,16 @@ TEST_P(OpenClipParity, EmbeddingsAndLogitsMatch) {
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   std::filesystem::remove_all(model_dir);
   std::filesystem::remove(prefix + ".safetensors");
+  // Another image size: the position grid is resized exactly as open_clip's resize_pos_embed.
+  if (io.count("positional_embedding_320")) {
+    convert_openclip(openclip_model_config(name), (*dir_ / (name + ".safetensors")).string(), model_dir, 320);
+    auto big = load_model_dir(model_dir);
+    const double dp = max_abs(state_dict(*big.model).at("visual.positional_embedding"), io.at("positional_embedding_320"));
+    std::cout << "[ parity ] " << name << " at 320 px: max |diff| of the resized position grid " << dp << "\n";
+    EXPECT_LT(dp, 1e-5);
+    EXPECT_EQ(big.model->encode_image(at::randn({1, 3, 320, 320})).size(1), big.config.embed_dim());
+    std::filesystem::remove_all(model_dir);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, OpenClipParity, ::testing::Values("ViT-B-32", "ViT-B-16", "RN50", "ViT-B-32-quickgelu"),
@@ -65,6 +75,22 @@ INSTANTIATE_TEST_SUITE_P(Models, OpenClipParity, ::testing::Values("ViT-B-32", "
                            for (char& c : n) if (!isalnum(static_cast<unsigned char>(c))) c = '_';
                            return n;
                          });
+
+TEST_F(OpenClipParity, PickleCheckpointThroughTheModelsConverter) {
+  // An OpenCLIP training checkpoint ({'epoch', 'state_dict'}) -> safetensors -> model folder.
+  const auto st = (*dir_ / "RN50-from-pickle.safetensors").string();
+  const std::string cmd = "python3 " TORCHCLIP_SOURCE_DIR "/models/convert_openclip_pickle.py --model RN50 --checkpoint " +
+                          (*dir_ / "RN50.pt").string() + " --out " + st + " > /dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const auto model_dir = (*dir_ / "RN50-pickle-model").string();
+  convert_openclip(openclip_model_config("RN50"), st, model_dir);
+  auto m = load_model_dir(model_dir);
+  auto io = load_safetensors((*dir_ / "RN50.io.safetensors").string()).tensors;
+  torch::NoGradGuard g;
+  EXPECT_LT(max_abs(m.model->encode_image(io.at("images")), io.at("image_features")), 1e-5);
+  EXPECT_LT(max_abs(m.model->encode_text(io.at("texts")), io.at("text_features")), 1e-5);
+  std::filesystem::remove_all(model_dir);
+}
 
 TEST(Convert, MisShapedAndUnexpectedTensorsAreNamed) {
   auto dir = test::temp_dir("convert_err");

@@ -21,8 +21,8 @@ commands:
   eval          --model DIR --data SOURCE [--classes FILE --templates FILE] [--json] [--csv-... flags]
                 zero-shot top-1/top-5 and image<->text retrieval (R@1/5/10, mean/median rank);
                 with --query TEXT [--query ...] [--k 8] [--grid out.png]: the data's images closest to each text
-  convert       --openclip-config NAME|FILE --weights open_clip.safetensors --out MODEL_DIR
-                an open_clip checkpoint (safetensors) as a torchclip model folder
+  convert       --openclip-config NAME|FILE --weights open_clip.safetensors --out MODEL_DIR [--image-size N]
+                an open_clip checkpoint (safetensors) as a torchclip model folder (ViT positions resized for N)
   export        --model MODEL_DIR --out PREFIX
                 PREFIX.safetensors + PREFIX.json that open_clip loads (open_clip.CLIP(**json))
   prepare fashion-mnist [--out DIR] [--format csv|wds] [--source DIR]

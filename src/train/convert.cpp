@@ -10,6 +10,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -48,9 +49,26 @@ ModelConfig openclip_model_config(const std::string& name) {
                                 dir.empty() ? "an installed open_clip (python3 cannot import open_clip)" : dir));
 }
 
-void convert_openclip(const ModelConfig& config_in, const std::string& weights, const std::string& out) {
+at::Tensor resize_pos_embed(const at::Tensor& pos, int64_t n) {
+  const int64_t W = pos.size(1), g = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(pos.size(0) - 1))));
+  TORCH_CHECK(g * g + 1 == pos.size(0), "positional_embedding has ", pos.size(0), " rows, not 1 + a square grid");
+  if (g == n) return pos;
+  auto grid = pos.slice(0, 1).reshape({1, g, g, W}).permute({0, 3, 1, 2});             // [1, W, g, g]
+  auto resized = at::_upsample_bicubic2d_aa(grid, {n, n}, /*align_corners=*/false);     // [1, W, n, n]
+  return at::cat({pos.slice(0, 0, 1), resized.permute({0, 2, 3, 1}).reshape({n * n, W})});  // [1 + n*n, W]
+}
+
+void convert_openclip(const ModelConfig& config_in, const std::string& weights, const std::string& out, int64_t image_size) {
   auto file = load_safetensors(weights, at::kFloat);
   ModelConfig config = config_in;
+  if (image_size > 0 && image_size != config.vision_cfg().image_size()) {
+    if (config.vision_cfg().is_resnet())
+      throw std::runtime_error("--image-size: resizing is supported for ViT image towers only (as in open_clip)");
+    config.vision_cfg().image_size(image_size);
+    validate(config);
+    auto it = file.tensors.find("visual.positional_embedding");
+    if (it != file.tensors.end()) it->second = resize_pos_embed(it->second, config.vision_cfg().grid_size());
+  }
   auto scale = file.tensors.find("logit_scale");
   if (scale != file.tensors.end()) {
     config.nonscalar_logit_scale(scale->second.dim() == 1);

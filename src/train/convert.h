@@ -3,6 +3,8 @@
 
 #include "config.h"
 
+#include <ATen/core/Tensor.h>
+
 #include <string>
 
 namespace torchclip {
@@ -14,7 +16,14 @@ ModelConfig openclip_model_config(const std::string& name_or_path);
 /// Reads open_clip weights (safetensors, open_clip's state-dict names) for `config`, adapts the
 /// config to what the file holds (a 0-D or 1-D logit_scale, a logit_bias), checks every tensor
 /// by name and shape, and writes a model folder to `out` with the CLIP BPE tokenizer.
-void convert_openclip(const ModelConfig& config, const std::string& weights, const std::string& out);
+/// With `image_size` > 0 (a ViT only), the model is built for that size and the patch-position
+/// grid of visual.positional_embedding is resized as open_clip's resize_pos_embed does
+/// (antialiased bicubic, class token kept).
+void convert_openclip(const ModelConfig& config, const std::string& weights, const std::string& out,
+                      int64_t image_size = 0);
+
+/// positional_embedding [1 + g*g, W] -> [1 + n*n, W] (grid n), open_clip's resize_pos_embed.
+at::Tensor resize_pos_embed(const at::Tensor& pos, int64_t new_grid);
 
 /// OpenCLIP's JSON model config for `config` (model_configs/*.json fields). Throws for
 /// torchclip-only settings OpenCLIP cannot express (sinusoidal text positions).

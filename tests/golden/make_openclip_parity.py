@@ -30,9 +30,16 @@ def main():
                 torch.nn.functional.normalize(txt, dim=-1).T
         sd = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(sd, os.path.join(out, name + '.safetensors'))
-        save_file({'images': images, 'texts': texts, 'image_features': img.contiguous(),
-                   'text_features': txt.contiguous(), 'logits_per_image': logits.contiguous()},
-                  os.path.join(out, name + '.io.safetensors'))
+        if name == 'RN50':  # also as a pickle, for models/convert_openclip_pickle.py
+            torch.save({'epoch': 1, 'state_dict': sd}, os.path.join(out, name + '.pt'))
+        io = {'images': images, 'texts': texts, 'image_features': img.contiguous(),
+              'text_features': txt.contiguous(), 'logits_per_image': logits.contiguous()}
+        if hasattr(model.visual, 'grid_size'):  # ViT: open_clip's resize of the position grid to 320 px
+            bigger = open_clip.create_model(name, pretrained=None, force_image_size=320)
+            resized = {'visual.positional_embedding': sd['visual.positional_embedding'].clone()}
+            open_clip.model.resize_pos_embed(resized, bigger)
+            io['positional_embedding_320'] = resized['visual.positional_embedding'].contiguous()
+        save_file(io, os.path.join(out, name + '.io.safetensors'))
         print(f'{name}: {sum(p.numel() for p in model.parameters())} parameters')
 
 
