@@ -3,6 +3,7 @@
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "util/args.h"
+#include "util/json.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -50,10 +51,11 @@ int eval_main(const Argv& argv) {
         scores.push_back(score);
         if (!json) fmt::print("  {:.4f}  {}  ({})\n", score, index.paths[row].empty() ? index.origins[row] : index.paths[row],
                               index.captions[row]);
-        rows.push_back(fmt::format("{{\"score\": {:.6f}, \"path\": \"{}\", \"origin\": \"{}\", \"label\": {}}}", score,
-                                   index.paths[row], index.origins[row], index.labels[row]));
+        rows.push_back(fmt::format("{{\"score\": {:.6f}, \"path\": {}, \"origin\": {}, \"label\": {}}}", score,
+                                   json_quote(index.paths[row]), json_quote(index.origins[row]), index.labels[row]));
       }
-      results += fmt::format("{}{{\"query\": \"{}\", \"results\": [{}]}}", qi ? ", " : "", queries[qi], fmt::join(rows, ", "));
+      results += fmt::format("{}{{\"query\": {}, \"results\": [{}]}}", qi ? ", " : "", json_quote(queries[qi]),
+                             fmt::join(rows, ", "));
       if (!grid.empty()) {
         const std::string png = queries.size() == 1 ? grid : fmt::format("{}.{}.png", grid, qi);
         write_contact_sheet(paths, scores, "query: " + queries[qi], png);

@@ -1,6 +1,8 @@
 #include "bench/bench_data.h"
 
 #include "data/loader.h"
+#include "io/fsutil.h"
+#include "util/json.h"
 #include "util/progress.h"
 
 #include <ATen/ATen.h>
@@ -8,9 +10,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include <array>
 #include <chrono>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -42,19 +42,6 @@ std::string write_images(const fs::path& dir, const BenchDataOptions& o) {
   }
   bar.finish();
   return csv;
-}
-
-std::string run_command(const std::string& cmd, int& status) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) {
-    status = -1;
-    return out;
-  }
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  status = pclose(p);
-  return out;
 }
 
 double json_number(const std::string& json, const std::string& key) {
@@ -115,9 +102,9 @@ BenchDataResult bench_data(const BenchDataOptions& o) {
 std::string BenchDataResult::to_json() const {
   return fmt::format(
       "{{\"images\": {}, \"workers\": {}, \"torchclip_images_per_second\": {:.2f}, \"torchclip_seconds\": {:.3f}, "
-      "\"openclip_images_per_second\": {:.2f}, \"openclip_seconds\": {:.3f}, \"ratio\": {:.3f}, \"note\": \"{}\"}}",
+      "\"openclip_images_per_second\": {:.2f}, \"openclip_seconds\": {:.3f}, \"ratio\": {:.3f}, \"note\": {}}}",
       images, workers, ours_images_per_second, ours_seconds, openclip_images_per_second, openclip_seconds, ratio(),
-      openclip_note);
+      json_quote(openclip_note));
 }
 
 std::string BenchDataResult::to_text() const {

@@ -2,15 +2,15 @@
 
 #include "loss/loss.h"
 #include "model/clip.h"
+#include "io/fsutil.h"
 #include "util/autocast.h"
+#include "util/json.h"
 #include "util/progress.h"
 
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <torch/optim/adamw.h>
 
-#include <array>
-#include <cstdio>
 
 #include <algorithm>
 #include <chrono>
@@ -146,12 +146,8 @@ BenchTrainResult bench_train(BenchModelOptions o, const std::string& python) {
                                       python, TORCHCLIP_SOURCE_DIR, config_path, o.batch(), o.iters(), o.warmup(),
                                       r.ours.threads, o.precision());
   if (o.progress()) fmt::print(stderr, "open_clip training step: {}\n", cmd);
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  if (p)
-    while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = p ? pclose(p) : -1;
+  int status = 0;
+  const std::string out = run_command(cmd, status);
   const size_t brace = out.rfind("{\"step_seconds_median\"");
   if (status != 0 || brace == std::string::npos) {
     r.note = fmt::format("open_clip did not run (exit {}): {}", status, out.substr(0, 400));
@@ -168,8 +164,8 @@ BenchTrainResult bench_train(BenchModelOptions o, const std::string& python) {
 
 std::string BenchTrainResult::to_json() const {
   return fmt::format("{{\"torchclip\": {}, \"openclip_samples_per_second\": {:.4f}, \"openclip_step_seconds_median\": {:.6f}, "
-                     "\"ratio\": {:.3f}, \"note\": \"{}\"}}",
-                     torchclip::to_json(ours), openclip_samples_per_second, openclip_step_seconds, ratio(), note);
+                     "\"ratio\": {:.3f}, \"note\": {}}}",
+                     torchclip::to_json(ours), openclip_samples_per_second, openclip_step_seconds, ratio(), json_quote(note));
 }
 
 std::string BenchTrainResult::to_text() const {
@@ -186,11 +182,11 @@ std::string BenchTrainResult::to_text() const {
 
 std::string to_json(const BenchModelResult& r) {
   return fmt::format(
-      "{{\"config\": \"{}\", \"device\": \"{}\", \"precision\": \"{}\", \"batch\": {}, \"iters\": {}, "
+      "{{\"config\": {}, \"device\": \"{}\", \"precision\": \"{}\", \"batch\": {}, \"iters\": {}, "
       "\"threads\": {}, \"parameters\": {}, \"step_seconds_median\": {:.6f}, \"step_seconds_min\": {:.6f}, "
       "\"samples_per_second\": {:.4f}, \"forward_flops_per_sample\": {}, \"train_flops_per_sample\": {}, "
       "\"achieved_gflops\": {:.3f}, \"matmul_gflops\": {:.3f}, \"utilisation\": {:.4f}, \"loss\": {:.6f}}}",
-      r.config, r.device, r.precision, r.batch, r.iters, r.threads, r.parameters, r.step_seconds_median,
+      json_quote(r.config), r.device, r.precision, r.batch, r.iters, r.threads, r.parameters, r.step_seconds_median,
       r.step_seconds_min, r.samples_per_second, r.forward_flops_per_sample, r.train_flops_per_sample,
       r.achieved_gflops, r.matmul_gflops, r.utilisation, r.loss);
 }

@@ -1,5 +1,6 @@
 #include "data/check.h"
 
+#include "util/json.h"
 #include "util/progress.h"
 
 #include <ATen/ATen.h>
@@ -19,16 +20,6 @@ std::vector<double> percentiles(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   for (double p : kPercentiles) out.push_back(v[static_cast<size_t>(p / 100.0 * (v.size() - 1) + 0.5)]);
   return out;
-}
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\', out += c;
-    else if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", c);
-    else out += c;
-  }
-  return out + "\"";
 }
 
 }  // namespace
@@ -70,11 +61,11 @@ CheckReport check_dataset(std::shared_ptr<const SampleSource> source, std::share
 
 std::string CheckReport::to_json() const {
   std::vector<std::string> reasons, examples_json;
-  for (const auto& [k, v] : skipped_by_reason) reasons.push_back(fmt::format("{}: {}", json_string(k), v));
+  for (const auto& [k, v] : skipped_by_reason) reasons.push_back(fmt::format("{}: {}", json_quote(k), v));
   for (const auto& [k, v] : examples) {
     std::vector<std::string> q;
-    for (const auto& e : v) q.push_back(json_string(e));
-    examples_json.push_back(fmt::format("{}: [{}]", json_string(k), fmt::join(q, ", ")));
+    for (const auto& e : v) q.push_back(json_quote(e));
+    examples_json.push_back(fmt::format("{}: [{}]", json_quote(k), fmt::join(q, ", ")));
   }
   auto pct = [](const std::vector<double>& v) {
     std::vector<std::string> kv;
@@ -85,7 +76,7 @@ std::string CheckReport::to_json() const {
       "{{\"source\": {}, \"good\": {}, \"skipped\": {}, \"skipped_by_reason\": {{{}}}, \"examples\": {{{}}}, "
       "\"image_width\": {}, \"image_height\": {}, \"caption_tokens\": {}, \"context_length\": {}, "
       "\"captions_over_context\": {}, \"seconds\": {:.3f}}}",
-      json_string(source), good, skipped, fmt::join(reasons, ", "), fmt::join(examples_json, ", "), pct(width_pct),
+      json_quote(source), good, skipped, fmt::join(reasons, ", "), fmt::join(examples_json, ", "), pct(width_pct),
       pct(height_pct), pct(tokens_pct), context_length, captions_over_context, seconds);
 }
 

@@ -2,6 +2,7 @@
 
 #include "data/image.h"
 #include "data/tar.h"
+#include "io/fsutil.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -21,14 +22,6 @@ namespace torchclip::data {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error(fmt::format("{}: cannot open the file", path));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 /// Deterministic permutation of [0, n) for (seed, epoch).
 std::vector<int64_t> permutation(int64_t n, uint64_t seed, int64_t epoch, bool shuffle) {

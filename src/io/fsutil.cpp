@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -49,6 +50,19 @@ void write_file_atomic(const std::string& path, const std::string& data) {
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     throw std::runtime_error(fmt::format("{}: rename failed: {}", path, std::strerror(errno)));
   fsync_dir(std::filesystem::path(path).parent_path().string());
+}
+
+std::string run_command(const std::string& command, int& status) {
+  std::string out;
+  FILE* p = popen(command.c_str(), "r");
+  if (!p) {
+    status = -1;
+    return out;
+  }
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  status = pclose(p);
+  return out;
 }
 
 uint32_t crc32_of(const std::string& data) {

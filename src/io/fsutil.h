@@ -13,6 +13,9 @@ std::string read_file(const std::string& path);
 void write_file_atomic(const std::string& path, const std::string& data);
 /// fsync a folder (after renames inside it).
 void fsync_dir(const std::string& dir);
+/// Runs a shell command and returns what it printed on stdout; `status` gets pclose's status
+/// (-1 when the command could not be started).
+std::string run_command(const std::string& command, int& status);
 /// CRC-32 (zlib) of bytes, for checkpoint manifests.
 uint32_t crc32_of(const std::string& data);
 

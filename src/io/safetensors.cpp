@@ -1,6 +1,7 @@
 #include "io/safetensors.h"
 
 #include "io/fsutil.h"
+#include "util/json.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -125,16 +126,6 @@ const DType& dtype_by_type(at::ScalarType t, const std::string& tensor) {
   throw SafetensorsError(fmt::format("tensor '{}': dtype {} cannot be stored in safetensors", tensor, c10::toString(t)));
 }
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\', out += c;
-    else if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<int>(c));
-    else out += c;
-  }
-  return out;
-}
-
 }  // namespace
 
 void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
@@ -144,7 +135,7 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
     header += "\"__metadata__\":{";
     bool first = true;
     for (const auto& [k, v] : metadata) {
-      header += fmt::format("{}\"{}\":\"{}\"", first ? "" : ",", json_escape(k), json_escape(v));
+      header += fmt::format("{}{}:{}", first ? "" : ",", json_quote(k), json_quote(v));
       first = false;
     }
     header += "}";
@@ -158,8 +149,8 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
     const uint64_t bytes = static_cast<uint64_t>(c.numel()) * d.size;
     std::string shape;
     for (int64_t i = 0; i < c.dim(); ++i) shape += fmt::format("{}{}", i ? "," : "", c.size(i));
-    header += fmt::format("{}\"{}\":{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
-                          header.size() > 1 ? "," : "", json_escape(name), d.name, shape, offset, offset + bytes);
+    header += fmt::format("{}{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+                          header.size() > 1 ? "," : "", json_quote(name), d.name, shape, offset, offset + bytes);
     offset += bytes;
     data.push_back(c);
   }

@@ -9,7 +9,6 @@
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -20,12 +19,9 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string installed_openclip_configs() {
-  FILE* p = popen("python3 -c 'import open_clip,os;print(os.path.dirname(open_clip.__file__))' 2>/dev/null", "r");
-  if (!p) return "";
-  std::string out;
-  std::array<char, 512> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  pclose(p);
+  int status = 0;
+  std::string out = run_command("python3 -c 'import open_clip,os;print(os.path.dirname(open_clip.__file__))' 2>/dev/null", status);
+  if (status != 0) return "";
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
   return out.empty() ? "" : out + "/model_configs";
 }
