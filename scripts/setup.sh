@@ -41,4 +41,25 @@ if [ ${#pip_missing[@]} -gt 0 ]; then
   echo "setup: installing Python packages: ${pip_missing[*]}"
   "$py" -m pip install -q --disable-pip-version-check "${pip_missing[@]}" "numpy<$NUMPY_MAX"
 fi
+# Real photos (public domain, from scikit-image's wheel, unpacked only) for the preprocessing
+# parity test: open_clip's PIL pipeline and ours on the same files.
+photos="$here/../data/photos"
+if [ ! -f "$photos/.complete" ]; then
+  echo "setup: unpacking test photos from scikit-image $SKIMAGE_PHOTOS_VERSION into data/photos"
+  tmp=$(mktemp -d)
+  "$py" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" \
+    "scikit-image==$SKIMAGE_PHOTOS_VERSION"
+  "$py" - "$tmp" "$photos" <<'PY'
+import glob, os, sys, zipfile
+keep = ['astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg', 'motorcycle_left.png', 'hubble_deep_field.jpg',
+        'retina.jpg', 'camera.png', 'coins.png', 'grass.png', 'brick.png', 'gravel.png', 'ihc.png', 'color.png']
+os.makedirs(sys.argv[2], exist_ok=True)
+with zipfile.ZipFile(glob.glob(os.path.join(sys.argv[1], '*.whl'))[0]) as z:
+    for name in keep:
+        with open(os.path.join(sys.argv[2], name), 'wb') as f:
+            f.write(z.read('skimage/data/' + name))
+PY
+  rm -rf "$tmp"
+  touch "$photos/.complete"
+fi
 echo "setup: ok (torch $("$py" -c 'import torch;print(torch.__version__)'))"

@@ -85,11 +85,17 @@ TEST(Transform, EvalResizesShortSideAndCropsTheCentre) {
   cv::Mat img(20, 40, CV_8UC3, cv::Scalar(128, 128, 128));
   img(cv::Rect(0, 0, 10, 20)).setTo(cv::Scalar(0, 0, 0));
   img(cv::Rect(30, 0, 10, 20)).setTo(cv::Scalar(255, 255, 255));
-  auto o = ImageTransformOptions().image_size(10).mean({0, 0, 0}).std({1, 1, 1});
   std::mt19937_64 rng(0);
   auto out = at::empty({3, 10, 10});
-  transform_image(img, o, rng, out);  // resized to 20x10, centre 10x10 = the grey half
-  EXPECT_TRUE(test::all_close(out, at::full({3, 10, 10}, 128 / 255.0), 1e-6));
+  for (auto mode : {ResizeMode::kPil, ResizeMode::kFast}) {
+    auto o = ImageTransformOptions().image_size(10).mean({0, 0, 0}).std({1, 1, 1}).resize(mode);
+    transform_image(img, o, rng, out);  // resized to 20x10, centre 10x10 = the grey half
+    // Pillow's bicubic shrinking by 2 reaches 2 output pixels into the black and white quarters;
+    // the middle columns are grey in both modes.
+    const int64_t edge = mode == ResizeMode::kPil ? 2 : 0;
+    EXPECT_TRUE(test::all_close(out.slice(2, edge, 10 - edge), at::full({3, 10, 10 - 2 * edge}, 128 / 255.0), 1e-6))
+        << resize_mode_name(mode);
+  }
   auto n = ImageTransformOptions().image_size(10);  // OpenAI mean/std
   transform_image(img, n, rng, out);
   EXPECT_NEAR(out[0][5][5].item<double>(), (128 / 255.0 - 0.48145466) / 0.26862954, 1e-5);
@@ -100,6 +106,36 @@ TEST(Transform, EvalResizesShortSideAndCropsTheCentre) {
   transform_image(coloured, ImageTransformOptions().image_size(4).mean({0, 0, 0}).std({1, 1, 1}), rng, small);
   EXPECT_NEAR(small[0][1][1].item<double>(), 30 / 255.0, 1e-6);
   EXPECT_NEAR(small[2][1][1].item<double>(), 10 / 255.0, 1e-6);
+}
+
+TEST(Transform, PilBicubicKeepsFlatImagesFlatAndOvershootsEdges) {
+  // Normalised weights: a flat image stays flat at every scale, with 1 to 4 channels.
+  for (int channels = 1; channels <= 4; ++channels) {
+    cv::Mat flat(37, 53, CV_8UC(channels), cv::Scalar::all(77));
+    for (auto [w, h] : {std::pair{10, 7}, {53, 90}, {200, 5}}) {
+      cv::Mat r = resize_pil_bicubic(flat, w, h);
+      ASSERT_EQ(r.cols, w);
+      ASSERT_EQ(r.rows, h);
+      ASSERT_EQ(r.channels(), channels);
+      double lo = 0, hi = 0;
+      cv::minMaxLoc(r.reshape(1), &lo, &hi);
+      EXPECT_EQ(lo, 77);
+      EXPECT_EQ(hi, 77);
+    }
+  }
+  // A step from 50 to 200, enlarged 4x: Keys' cubic (a = -0.5) rings below 50 and above 200
+  // next to the step, and the result is clamped to 0..255 (byte-exact parity with Pillow is
+  // the golden test's job, on real photos).
+  cv::Mat step(1, 8, CV_8UC1, cv::Scalar(50));
+  step(cv::Rect(4, 0, 4, 1)).setTo(200);
+  cv::Mat up = resize_pil_bicubic(step, 32, 1);
+  double lo = 0, hi = 0;
+  cv::minMaxLoc(up, &lo, &hi);
+  EXPECT_LT(lo, 50);
+  EXPECT_GT(hi, 200);
+  EXPECT_EQ(up.at<uint8_t>(0, 0), 50);
+  EXPECT_EQ(up.at<uint8_t>(0, 31), 200);
+  EXPECT_THROW(parse_resize_mode("lanczos", "data.resize"), c10::Error);
 }
 
 TEST(Transform, RandomResizedCropStaysInBoundsAndScaleRange) {

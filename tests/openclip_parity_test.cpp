@@ -1,12 +1,19 @@
 // Our towers are the same function as open_clip's: randomly initialised open_clip models are
 // converted and run on the same inputs; every output must agree within 1e-5 (fp32, CPU).
+#include "data/image.h"
+#include "data/transform.h"
+#include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "train/checkpoint.h"
 #include "train/convert.h"
+#include "train/evaluate.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <opencv2/core.hpp>
+
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 
@@ -89,6 +96,63 @@ TEST_F(OpenClipParity, PickleCheckpointThroughTheModelsConverter) {
   torch::NoGradGuard g;
   EXPECT_LT(max_abs(m.model->encode_image(io.at("images")), io.at("image_features")), 1e-5);
   EXPECT_LT(max_abs(m.model->encode_text(io.at("texts")), io.at("text_features")), 1e-5);
+  std::filesystem::remove_all(model_dir);
+}
+
+/// Our eval transform against open_clip's PIL `preprocess` on real photos (data/photos, unpacked
+/// by scripts/setup.sh): in "pil" mode the pixels are the same bytes, so embeddings and zero-shot
+/// probabilities of a converted model equal open_clip's; "fast" (OpenCV) is measured and printed.
+TEST_F(OpenClipParity, PreprocessingAndZeroShotMatchOnRealPhotos) {
+  const std::filesystem::path photos = TORCHCLIP_SOURCE_DIR "/data/photos";
+  ASSERT_TRUE(std::filesystem::exists(photos / ".complete")) << photos << " is missing: run scripts/setup.sh";
+  std::vector<std::string> images;
+  for (const auto& e : std::filesystem::directory_iterator(photos))
+    if (e.path().filename().string()[0] != '.') images.push_back(e.path().string());
+  std::sort(images.begin(), images.end());
+  std::string cmd = "python3 " TORCHCLIP_SOURCE_DIR "/tests/golden/make_preprocess_parity.py " + dir_->string() + " ViT-B-32";
+  for (const auto& p : images) cmd += " " + p;
+  ASSERT_EQ(std::system((cmd + " > " + (*dir_ / "preprocess.log").string() + " 2>&1").c_str()), 0) << cmd;
+  auto ref = load_safetensors((*dir_ / "preprocess.safetensors").string()).tensors;
+  const auto model_dir = (*dir_ / "ViT-B-32-zeroshot").string();
+  convert_openclip(openclip_model_config("ViT-B-32"), (*dir_ / "ViT-B-32.safetensors").string(), model_dir);
+  auto m = load_model_dir(model_dir);
+  const auto classes = read_lines((*dir_ / "preprocess.classes.txt").string());
+  const auto templates = read_lines((*dir_ / "preprocess.templates.txt").string());
+  torch::NoGradGuard g;
+  auto classifier = zero_shot_classifier(m.model, *m.tokenizer, classes, templates, m.config.text_cfg().context_length());
+  EXPECT_LT(max_abs(classifier, ref.at("classifier")), 1e-5);
+  // Normalised pixel differences back to 8-bit levels: |d| * std * 255.
+  auto levels = at::tensor(std::vector<double>{0.26862954, 0.26130258, 0.27577711}).to(at::kFloat).view({3, 1, 1}) * 255.0;
+  for (auto mode : {data::ResizeMode::kPil, data::ResizeMode::kFast}) {
+    auto opts = data::ImageTransformOptions().image_size(m.config.vision_cfg().image_size()).resize(mode);
+    std::mt19937_64 rng(0);
+    auto pixels = at::empty_like(ref.at("pixels"));
+    for (size_t i = 0; i < images.size(); ++i) {
+      auto out = pixels[static_cast<int64_t>(i)];
+      data::transform_image(data::decode_image(read_file(images[i])), opts, rng, out);
+    }
+    auto diff = ((pixels - ref.at("pixels")).abs() * levels).round();  // [N, 3, S, S] in levels
+    auto feats = l2_normalize(m.model->encode_image(pixels));
+    auto probs = (100.0 * feats.matmul(classifier)).softmax(-1);
+    const double max_level = diff.max().item<double>(), mean_level = diff.mean().item<double>();
+    const double share_exact = diff.eq(0).to(at::kDouble).mean().item<double>();
+    const double d_feat = max_abs(feats, ref.at("image_features")), d_prob = max_abs(probs, ref.at("probs"));
+    const int64_t same_top1 = probs.argmax(-1).eq(ref.at("probs").argmax(-1)).sum().item<int64_t>();
+    std::cout << "[ preprocess ] " << data::resize_mode_name(mode) << ": " << images.size() << " photos, pixels max |diff| "
+              << max_level << " levels, mean " << mean_level << ", identical " << 100 * share_exact
+              << "%; image embedding max |diff| " << d_feat << "; zero-shot probs max |diff| " << d_prob << ", same top-1 "
+              << same_top1 << "/" << images.size() << "\n";
+    for (size_t i = 0; i < images.size(); ++i)
+      std::cout << "    " << std::filesystem::path(images[i]).filename().string() << ": max "
+                << diff[static_cast<int64_t>(i)].max().item<double>() << " levels, mean "
+                << diff[static_cast<int64_t>(i)].mean().item<double>() << "\n";
+    if (mode == data::ResizeMode::kPil) {
+      EXPECT_EQ(max_level, 0) << "the PIL-compatible resize must reproduce open_clip's preprocess byte for byte";
+      EXPECT_LT(d_feat, 1e-5);
+      EXPECT_LT(d_prob, 1e-5);
+      EXPECT_EQ(same_top1, static_cast<int64_t>(images.size()));
+    }
+  }
   std::filesystem::remove_all(model_dir);
 }
 

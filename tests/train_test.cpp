@@ -45,12 +45,13 @@ TEST(TrainConfig, ParsesOverridesAndRoundTripsTheEffectiveConfig) {
   Cfg c;
   auto p = c.path("model: tiny\ndata:\n  train: x.csv\n  batch_size: 32\noptim:\n  lr: 1.0e-3\ntrain:\n  steps: 10\n");
   auto cfg = load_train_config(p, {"optim.lr=5e-4", "train.precision=bf16", "data.scale=[0.5, 1.0]", "loss.name=infonce",
-                                   "loss.temperature=0.05", "model=tiny"});
+                                   "loss.temperature=0.05", "model=tiny", "data.resize=fast"});
   EXPECT_DOUBLE_EQ(cfg.optim().lr(), 5e-4);
   EXPECT_EQ(cfg.train().precision(), "bf16");
   EXPECT_DOUBLE_EQ(cfg.data().scale()[0], 0.5);
   EXPECT_EQ(cfg.model().vision_cfg().image_size(), 28);
   EXPECT_EQ(cfg.data().batch_size(), 32);
+  EXPECT_EQ(cfg.data().resize(), "fast");
   EXPECT_EQ(cfg.loss().name(), "infonce");
   EXPECT_EQ(*std::get<InfoNCELossOptions>(cfg.loss().options()).temperature(), 0.05);
   // The effective config is itself a valid config that gives the same effective config (after
@@ -77,6 +78,9 @@ TEST(TrainConfig, ErrorsNameFileKeyAndChoices) {
   EXPECT_NE(m.find("init_logit_bias"), std::string::npos) << m;
   m = error_of([&] { load_train_config(c.path("model: tiny\n")); });
   EXPECT_NE(m.find("data.train"), std::string::npos) << m;
+  m = error_of([&] { load_train_config(c.path("model: tiny\ndata: {train: x.csv, resize: lanczos}\n")); });
+  EXPECT_NE(m.find("data.resize"), std::string::npos) << m;
+  EXPECT_NE(m.find("pil, fast"), std::string::npos) << m;
 }
 
 TEST(Retrieval, MetricsByHand) {

@@ -11,6 +11,7 @@ int bench_data_main(Args& args) {
   BenchDataOptions o;
   o.images(args.get_int("images", o.images()))
       .workers(args.get_int("workers", o.workers()))
+      .resize(args.get("resize", o.resize()))
       .batch(args.get_int("batch", o.batch()))
       .image_size(args.get_int("size", o.image_size()))
       .dir(args.get("dir", o.dir()))

@@ -20,6 +20,7 @@ int eval_main(const Argv& argv) {
   const auto queries = args.get_all("query");
   const std::string grid = args.get("grid", "");
   const bool json = args.flag("json");
+  const auto resize = data::parse_resize_mode(args.get("resize", "pil"), "--resize");
   args.finish();
   auto m = load_model_dir(model_dir);
   std::vector<std::string> classes, templates;
@@ -35,7 +36,7 @@ int eval_main(const Argv& argv) {
                           .shuffle(false)
                           .drop_last(false)
                           .context_length(m.config.text_cfg().context_length())
-                          .transform(data::ImageTransformOptions().image_size(m.config.vision_cfg().image_size())));
+                          .transform(data::ImageTransformOptions().image_size(m.config.vision_cfg().image_size()).resize(resize)));
   if (!queries.empty()) {  // text -> image retrieval over the data's images
     auto index = embed_images(m.model, loader, !json);
     torch::NoGradGuard no_grad;

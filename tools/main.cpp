@@ -18,7 +18,7 @@ commands:
   train         --config FILE [--out RUN_DIR] [--resume auto|CHECKPOINT] [--set key=value ...]
                 pretrains a CLIP; writes RUN_DIR/{train_config.yaml, metrics.jsonl, plot.png, checkpoints/}.
                 Exit code 5: stopped by SIGINT/SIGTERM after saving a checkpoint.
-  eval          --model DIR --data SOURCE [--classes FILE --templates FILE] [--json] [--csv-... flags]
+  eval          --model DIR --data SOURCE [--classes FILE --templates FILE] [--resize pil|fast] [--json] [--csv-... flags]
                 zero-shot top-1/top-5 and image<->text retrieval (R@1/5/10, mean/median rank);
                 with --query TEXT [--query ...] [--k 8] [--grid out.png]: the data's images closest to each text
   convert       --openclip-config NAME|FILE --weights open_clip.safetensors --out MODEL_DIR [--image-size N]
@@ -36,7 +36,8 @@ commands:
                 forward+backward samples/s, model FLOPs and utilisation against this machine's matmul rate
   bench train   --config NAME|FILE [--batch N] [--iters N] [--precision fp32|bf16] [--threads N] [--json]
                 a whole training step (with AdamW) for torchclip and open_clip on the same model, and the ratio
-  bench data    [--images N] [--workers N] [--batch N] [--size S] [--dir DIR] [--data CSV] [--no-compare] [--json]
+  bench data    [--images N] [--workers N] [--batch N] [--size S] [--resize pil|fast] [--dir DIR] [--data CSV]
+                [--no-compare] [--json]
                 images/s of torchclip's loader and of open_clip's Python pipeline on the same JPEGs
   model info    --config NAME|FILE [--state-dict] [--json]
                 parameter counts, FLOPs and state-dict names of a model config

@@ -57,12 +57,14 @@ BenchDataResult bench_data(const BenchDataOptions& o) {
   const std::string csv = o.data().empty() ? write_images(dir, o) : o.data();
   BenchDataResult r;
   r.workers = o.workers();
+  r.resize = o.resize();
 
   auto loader_options = data::LoaderOptions()
                             .batch_size(o.batch())
                             .workers(o.workers())
                             .drop_last(false)
-                            .transform(data::ImageTransformOptions().image_size(o.image_size()).train(true));
+                            .transform(data::ImageTransformOptions().image_size(o.image_size()).train(true).resize(
+                                data::parse_resize_mode(o.resize(), "bench data: --resize")));
   data::Loader loader(data::csv_source(csv), load_tokenizer("clip-bpe"), loader_options);
   loader.start_epoch(0);  // warm the page cache and the tokenizer, as the Python side reads after us
   for (data::Batch b; loader.next(b);) {
@@ -101,15 +103,15 @@ BenchDataResult bench_data(const BenchDataOptions& o) {
 
 std::string BenchDataResult::to_json() const {
   return fmt::format(
-      "{{\"images\": {}, \"workers\": {}, \"torchclip_images_per_second\": {:.2f}, \"torchclip_seconds\": {:.3f}, "
+      "{{\"images\": {}, \"workers\": {}, \"resize\": \"{}\", \"torchclip_images_per_second\": {:.2f}, \"torchclip_seconds\": {:.3f}, "
       "\"openclip_images_per_second\": {:.2f}, \"openclip_seconds\": {:.3f}, \"ratio\": {:.3f}, \"note\": {}}}",
-      images, workers, ours_images_per_second, ours_seconds, openclip_images_per_second, openclip_seconds, ratio(),
+      images, workers, resize, ours_images_per_second, ours_seconds, openclip_images_per_second, openclip_seconds, ratio(),
       json_quote(openclip_note));
 }
 
 std::string BenchDataResult::to_text() const {
-  std::string s = fmt::format("data pipeline, {} JPEGs, {} workers (decode + RandomResizedCrop + normalise + tokenise + batch)\n",
-                              images, workers);
+  std::string s = fmt::format("data pipeline, {} JPEGs, {} workers, {} resize (decode + RandomResizedCrop + normalise + tokenise + batch)\n",
+                              images, workers, resize);
   s += fmt::format("  torchclip   {:>9.1f} images/s  ({:.2f} s)\n", ours_images_per_second, ours_seconds);
   if (openclip_images_per_second > 0) {
     s += fmt::format("  open_clip   {:>9.1f} images/s  ({:.2f} s)\n", openclip_images_per_second, openclip_seconds);

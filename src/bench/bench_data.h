@@ -16,6 +16,8 @@ struct BenchDataOptions {
   TORCH_ARG(int64_t, image_size) = 224;
   TORCH_ARG(int64_t, batch) = 64;
   TORCH_ARG(int64_t, workers) = 2;
+  /// "pil" (byte-exact with open_clip) or "fast" (OpenCV).
+  TORCH_ARG(std::string, resize) = "pil";
   /// Run open_clip's pipeline too (needs python3 with open_clip).
   TORCH_ARG(bool, compare) = true;
   TORCH_ARG(std::string, python) = "python3";
@@ -27,6 +29,7 @@ struct BenchDataOptions {
 
 struct BenchDataResult {
   int64_t images = 0, workers = 0;
+  std::string resize;
   double ours_images_per_second = 0, ours_seconds = 0;
   double openclip_images_per_second = 0, openclip_seconds = 0;  // 0 when not run
   std::string openclip_note;                                     // why it did not run, if it did not

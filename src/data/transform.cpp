@@ -3,7 +3,12 @@
 #include <ATen/ATen.h>
 #include <opencv2/imgproc.hpp>
 
+#include <c10/util/Exception.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <vector>
 
 namespace torchclip::data {
 
@@ -31,13 +36,133 @@ CropBox random_resized_crop_box(int H, int W, const ImageTransformOptions& o, st
   return {(H - h) / 2, (W - w) / 2, h, w};
 }
 
+ResizeMode parse_resize_mode(const std::string& name, const std::string& where) {
+  if (name == "pil") return ResizeMode::kPil;
+  if (name == "fast") return ResizeMode::kFast;
+  TORCH_CHECK(false, where, ": unknown resize mode '", name, "'; valid: pil, fast");
+}
+
+const char* resize_mode_name(ResizeMode mode) { return mode == ResizeMode::kPil ? "pil" : "fast"; }
+
 namespace {
 
-/// Antialiased resize. Shrinking by k >= 2 (k the rounded smaller factor) runs as a bilinear
+/// Fixed-point weights: 32 bits minus 8 for the pixel and 2 of headroom for the sum, as Pillow.
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
+/// Keys' cubic convolution kernel with a = -0.5 (Pillow's and Catmull-Rom's bicubic).
+double cubic(double x) {
+  constexpr double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+  if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+  return 0.0;
+}
+
+/// For each output position along one axis: the first input index, the number of taps, and
+/// `ksize` fixed-point weights.
+struct Taps {
+  int ksize = 0;
+  std::vector<int> first, count;
+  std::vector<int32_t> weights;  // [out, ksize]
+};
+
+Taps bicubic_taps(int in_size, int out_size) {
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filter_scale = std::max(scale, 1.0);  // widen the kernel when shrinking (antialias)
+  const double support = 2.0 * filter_scale;
+  Taps t;
+  t.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  t.first.resize(out_size);
+  t.count.resize(out_size);
+  t.weights.assign(static_cast<size_t>(out_size) * t.ksize, 0);
+  std::vector<double> k(t.ksize);
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = (xx + 0.5) * scale;
+    // C casts truncate towards zero; Pillow relies on that before clamping.
+    const int lo = std::max(static_cast<int>(center - support + 0.5), 0);
+    const int n = std::min(static_cast<int>(center + support + 0.5), in_size) - lo;
+    double total = 0;
+    const double inv = 1.0 / filter_scale;  // multiplied, not divided: the same rounding as Pillow
+    for (int x = 0; x < n; ++x) {
+      k[x] = cubic((x + lo - center + 0.5) * inv);
+      total += k[x];
+    }
+    for (int x = 0; x < n; ++x) {
+      const double w = (total != 0.0 ? k[x] / total : k[x]) * (1 << kPrecisionBits);
+      t.weights[static_cast<size_t>(xx) * t.ksize + x] = static_cast<int32_t>(w < 0 ? std::trunc(w - 0.5) : std::trunc(w + 0.5));
+    }
+    t.first[xx] = lo;
+    t.count[xx] = n;
+  }
+  return t;
+}
+
+uint8_t clip8(int32_t sum) {
+  const int32_t v = sum >> kPrecisionBits;  // arithmetic shift: floor, as Pillow
+  return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+/// One resampling pass along x (horizontal) or y (vertical) of an 8-bit image with C channels.
+cv::Mat resample_pass(const cv::Mat& src, int out_size, bool horizontal) {
+  const int C = src.channels();
+  const Taps t = bicubic_taps(horizontal ? src.cols : src.rows, out_size);
+  cv::Mat dst(horizontal ? src.rows : out_size, horizontal ? out_size : src.cols, src.type());
+  const int32_t half = 1 << (kPrecisionBits - 1);
+  if (horizontal && C == 3) {  // the common case, all three channels per tap
+    for (int y = 0; y < src.rows; ++y) {
+      const uint8_t* in = src.ptr<uint8_t>(y);
+      uint8_t* out = dst.ptr<uint8_t>(y);
+      for (int xx = 0; xx < out_size; ++xx) {
+        const int32_t* w = &t.weights[static_cast<size_t>(xx) * t.ksize];
+        const uint8_t* p = in + static_cast<ptrdiff_t>(t.first[xx]) * 3;
+        int32_t s0 = half, s1 = half, s2 = half;
+        for (int x = 0; x < t.count[xx]; ++x, p += 3) {
+          s0 += p[0] * w[x];
+          s1 += p[1] * w[x];
+          s2 += p[2] * w[x];
+        }
+        out[xx * 3] = clip8(s0);
+        out[xx * 3 + 1] = clip8(s1);
+        out[xx * 3 + 2] = clip8(s2);
+      }
+    }
+  } else if (horizontal) {
+    for (int y = 0; y < src.rows; ++y) {
+      const uint8_t* in = src.ptr<uint8_t>(y);
+      uint8_t* out = dst.ptr<uint8_t>(y);
+      for (int xx = 0; xx < out_size; ++xx) {
+        const int32_t* w = &t.weights[static_cast<size_t>(xx) * t.ksize];
+        const uint8_t* p = in + static_cast<ptrdiff_t>(t.first[xx]) * C;
+        for (int c = 0; c < C; ++c) {
+          int32_t sum = half;
+          for (int x = 0; x < t.count[xx]; ++x) sum += p[x * C + c] * w[x];
+          out[xx * C + c] = clip8(sum);
+        }
+      }
+    }
+  } else {
+    const int row = src.cols * C;
+    std::vector<int32_t> acc(row);
+    for (int yy = 0; yy < out_size; ++yy) {
+      const int32_t* w = &t.weights[static_cast<size_t>(yy) * t.ksize];
+      std::fill(acc.begin(), acc.end(), half);
+      for (int y = 0; y < t.count[yy]; ++y) {
+        const uint8_t* in = src.ptr<uint8_t>(t.first[yy] + y);
+        const int32_t wy = w[y];
+        for (int i = 0; i < row; ++i) acc[i] += in[i] * wy;
+      }
+      uint8_t* out = dst.ptr<uint8_t>(yy);
+      for (int i = 0; i < row; ++i) out[i] = clip8(acc[i]);
+    }
+  }
+  return dst;
+}
+
+/// OpenCV resize: shrinking by k >= 2 (k the rounded smaller factor) runs as a bilinear
 /// resize to k times the target, which then shrinks by at most ~1.7x, followed by an exact k x k
 /// box average: 3x faster than OpenCV's general area interpolation for the same smoothing.
 /// Enlarging, or shrinking by less than 1.5x, uses bicubic or area interpolation directly.
-cv::Mat resize(const cv::Mat& src, int width, int height) {
+cv::Mat resize_fast(const cv::Mat& src, int width, int height) {
   cv::Mat dst;
   const double fx = static_cast<double>(src.cols) / width, fy = static_cast<double>(src.rows) / height;
   const int k = static_cast<int>(std::floor(std::min(fx, fy) + 0.5));
@@ -52,20 +177,34 @@ cv::Mat resize(const cv::Mat& src, int width, int height) {
   return dst;
 }
 
+cv::Mat resize(const cv::Mat& src, int width, int height, ResizeMode mode) {
+  return mode == ResizeMode::kPil ? resize_pil_bicubic(src, width, height) : resize_fast(src, width, height);
+}
+
 }  // namespace
+
+cv::Mat resize_pil_bicubic(const cv::Mat& src, int width, int height) {
+  TORCH_CHECK(src.depth() == CV_8U && src.channels() >= 1 && src.channels() <= 4 && width > 0 && height > 0,
+              "resize_pil_bicubic: expects an 8-bit image of 1 to 4 channels and a positive size");
+  // Pillow skips a pass whose size is unchanged; it rounds to uint8 between the two passes.
+  cv::Mat out = src;
+  if (width != src.cols) out = resample_pass(out, width, /*horizontal=*/true);
+  if (height != src.rows) out = resample_pass(out, height, /*horizontal=*/false);
+  return out.data == src.data ? src.clone() : out;
+}
 
 void transform_image(const cv::Mat& bgr, const ImageTransformOptions& o, std::mt19937_64& rng, at::Tensor& out) {
   const int S = static_cast<int>(o.image_size());
   cv::Mat square;
   if (o.train()) {
     CropBox b = random_resized_crop_box(bgr.rows, bgr.cols, o, rng);
-    square = resize(bgr(cv::Rect(b.left, b.top, b.width, b.height)), S, S);
+    square = resize(bgr(cv::Rect(b.left, b.top, b.width, b.height)), S, S, o.resize());
   } else {
     // Resize so the shorter side is S (torchvision Resize(S)), then centre-crop S x S.
     const bool portrait = bgr.rows > bgr.cols;
     const int short_side = portrait ? bgr.cols : bgr.rows, long_side = portrait ? bgr.rows : bgr.cols;
     const int new_long = static_cast<int>(static_cast<int64_t>(S) * long_side / short_side);
-    cv::Mat resized = portrait ? resize(bgr, S, new_long) : resize(bgr, new_long, S);
+    cv::Mat resized = portrait ? resize(bgr, S, new_long, o.resize()) : resize(bgr, new_long, S, o.resize());
     // Python's round() (half to even), as torchvision's center_crop.
     const int top = static_cast<int>(std::nearbyint((resized.rows - S) / 2.0));
     const int left = static_cast<int>(std::nearbyint((resized.cols - S) / 2.0));

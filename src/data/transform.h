@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <random>
+#include <string>
 
 namespace at {
 class Tensor;
@@ -19,6 +20,18 @@ namespace torchclip::data {
 
 using Rgb = std::array<double, 3>;
 
+/// How images are resized.
+/// - `kPil`: Pillow's antialiased bicubic resampling (what open_clip's preprocess runs),
+///   reproduced exactly: the same filter, support, fixed-point weights and rounding, so pixels
+///   match PIL's to the byte.
+/// - `kFast`: OpenCV (bilinear then box shrink, or bicubic enlarge): about 2x faster on large
+///   photos, differing from PIL by a few levels per pixel. See data/README.md for the figures.
+enum class ResizeMode { kPil, kFast };
+
+/// "pil" or "fast"; anything else throws, listing the choices. `where` names the flag or key.
+ResizeMode parse_resize_mode(const std::string& name, const std::string& where);
+const char* resize_mode_name(ResizeMode mode);
+
 struct ImageTransformOptions {
   TORCH_ARG(int64_t, image_size) = 224;
   /// OpenAI's CLIP statistics (OpenCLIP's OPENAI_DATASET_MEAN / _STD).
@@ -30,6 +43,7 @@ struct ImageTransformOptions {
   TORCH_ARG(double, scale_max) = 1.0;
   TORCH_ARG(double, ratio_min) = 3.0 / 4.0;
   TORCH_ARG(double, ratio_max) = 4.0 / 3.0;
+  TORCH_ARG(ResizeMode, resize) = ResizeMode::kPil;
 };
 
 struct CropBox {
@@ -42,8 +56,12 @@ CropBox random_resized_crop_box(int height, int width, const ImageTransformOptio
 
 /// BGR uint8 [H, W, 3] (as decode_image returns) -> normalised RGB float [3, S, S] written into
 /// `out` (which must be that shape).
-/// `rng` is used only when training. Shrinking is antialiased (box filtering, like PIL's
-/// reducing resize), enlarging bicubic.
+/// `rng` is used only when training. Resizing follows `o.resize()`.
+/// Pillow's `Image.resize(size, Image.BICUBIC)` on 8-bit images of 1 to 4 channels: separable,
+/// horizontal pass first, the cubic kernel with a = -0.5 widened by the shrink factor, weights
+/// normalised and rounded to 22-bit fixed point, each pass rounded to uint8.
+cv::Mat resize_pil_bicubic(const cv::Mat& src, int width, int height);
+
 void transform_image(const cv::Mat& bgr, const ImageTransformOptions& o, std::mt19937_64& rng, at::Tensor& out);
 
 }  // namespace torchclip::data

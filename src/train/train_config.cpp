@@ -36,6 +36,8 @@ void validate(const TrainConfig& c) {
   if (d.workers() <= 0) invalid(c, "data.workers", "must be positive");
   if (!(d.scale()[0] > 0 && d.scale()[0] <= d.scale()[1] && d.scale()[1] <= 1))
     invalid(c, "data.scale", "must be [min, max] with 0 < min <= max <= 1");
+  if (d.resize() != "pil" && d.resize() != "fast")
+    invalid(c, "data.resize", fmt::format("unknown mode '{}'; valid: pil, fast", d.resize()));
   if (d.csv_separator().size() > 1 && d.csv_separator() != "\\t")
     invalid(c, "data.csv_separator", "must be one character or \\t");
   if (!d.val().empty() && (d.classes().empty() != d.templates().empty()))
@@ -99,6 +101,7 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
     d.get("workers", x.workers());
     d.get("shuffle_buffer", x.shuffle_buffer());
     read_pair(d, "scale", x.scale());
+    d.get("resize", x.resize());
     d.get("max_consecutive_failures", x.max_consecutive_failures());
     d.finish();
   }
@@ -192,7 +195,7 @@ std::string to_yaml(const TrainConfig& c) {
       "tokenizer: {}\n"
       "data:\n  train: {}\n  val: {}\n  csv_img_key: {}\n  csv_caption_key: {}\n  csv_label_key: {}\n"
       "  csv_separator: {}\n  classes: {}\n  templates: {}\n  batch_size: {}\n  workers: {}\n"
-      "  shuffle_buffer: {}\n  scale: [{}, {}]\n  max_consecutive_failures: {}\n"
+      "  shuffle_buffer: {}\n  scale: [{}, {}]\n  resize: {}\n  max_consecutive_failures: {}\n"
       "loss:\n{}"
       "optim:\n  lr: {}\n  betas: [{}, {}]\n  eps: {}\n  weight_decay: {}\n"
       "schedule:\n  name: {}\n  warmup_steps: {}\n  cooldown_steps: {}\n  min_lr: {}\n"
@@ -201,7 +204,7 @@ std::string to_yaml(const TrainConfig& c) {
       "  log_every: {}\n",
       c.source(), c.model_name(), model, q(c.tokenizer()), q(d.train()), q(d.val()), q(d.csv_img_key()),
       q(d.csv_caption_key()), q(d.csv_label_key()), q(d.csv_separator()), q(d.classes()), q(d.templates()), d.batch_size(), d.workers(), d.shuffle_buffer(),
-      d.scale()[0], d.scale()[1], d.max_consecutive_failures(), loss, o.lr(), o.betas()[0], o.betas()[1], o.eps(),
+      d.scale()[0], d.scale()[1], d.resize(), d.max_consecutive_failures(), loss, o.lr(), o.betas()[0], o.betas()[1], o.eps(),
       o.weight_decay(), s.name(), s.warmup_steps(), s.cooldown_steps(), s.min_lr(), t.epochs(), t.steps(), t.precision(),
       t.grad_clip(), t.accum_steps(), t.seed(), t.threads(), t.eval_every(), t.checkpoint_every(), t.keep_checkpoints(),
       t.max_nonfinite_steps(), t.log_every());

@@ -31,6 +31,8 @@ struct DataCfg {
   TORCH_ARG(int64_t, workers) = 2;
   TORCH_ARG(int64_t, shuffle_buffer) = 1000;
   TORCH_ARG(Pair, scale) = {0.9, 1.0};
+  /// Image resizing: "pil" (Pillow's bicubic, byte-exact with open_clip) or "fast" (OpenCV).
+  TORCH_ARG(std::string, resize) = "pil";
   TORCH_ARG(int64_t, max_consecutive_failures) = 100;
 };
 

@@ -155,8 +155,12 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
                           .shuffle_buffer(dc.shuffle_buffer())
                           .context_length(ctx)
                           .max_consecutive_failures(dc.max_consecutive_failures())
-                          .transform(data::ImageTransformOptions().image_size(S).train(true).scale_min(dc.scale()[0]).scale_max(
-                              dc.scale()[1])));
+                          .transform(data::ImageTransformOptions()
+                                         .image_size(S)
+                                         .train(true)
+                                         .scale_min(dc.scale()[0])
+                                         .scale_max(dc.scale()[1])
+                                         .resize(data::parse_resize_mode(dc.resize(), "data.resize"))));
   int64_t total = loop.steps();
   if (total == 0) {
     TORCH_CHECK(source->size() > 0, "train.epochs needs a data source of known size; set train.steps for shards");
@@ -170,7 +174,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     val_loader = std::make_unique<data::Loader>(
         data::open_source(dc.val(), csv_options(dc, !dc.classes().empty())), tokenizer,
         data::LoaderOptions().batch_size(512).workers(dc.workers()).shuffle(false).drop_last(false).context_length(ctx).transform(
-            data::ImageTransformOptions().image_size(S)));
+            data::ImageTransformOptions().image_size(S).resize(data::parse_resize_mode(dc.resize(), "data.resize"))));
     if (!dc.classes().empty()) {
       classes = read_lines(dc.classes());
       templates = read_lines(dc.templates());
