@@ -45,6 +45,27 @@ TEST(Safetensors, RoundTripKeepsNamesDtypesShapesValuesAndMetadata) {
   auto as32 = load_safetensors(path, at::kFloat);
   EXPECT_EQ(as32.tensors.at("b").scalar_type(), at::kFloat);
   EXPECT_EQ(as32.tensors.at("ids").scalar_type(), at::kLong);  // integers are not converted
+  // Memory-mapped: the same tensors, without copies where aligned (outliving the file's name).
+  {
+    auto mapped = map_safetensors(path);
+    std::filesystem::remove(path);
+    for (const auto& [k, v] : t) EXPECT_TRUE(mapped.tensors.at(k).equal(v.contiguous())) << k;
+    EXPECT_EQ(mapped.metadata.at("format"), "pt");
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Safetensors, MappingRefusesMalformedFilesToo) {
+  auto dir = test::temp_dir("stmap");
+  const std::string path = (dir / "bad.safetensors").string();
+  std::string header = "{\"x\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}";
+  std::string bytes(8, '\0');
+  bytes[0] = static_cast<char>(header.size());
+  write_file_atomic(path, bytes + header + std::string(8, '\0'));  // 8 data bytes, 16 declared
+  auto m = test::error_of<SafetensorsError>([&] { map_safetensors(path); });
+  EXPECT_NE(m.find("outside the 8 data bytes"), std::string::npos) << m;
+  m = test::error_of<SafetensorsError>([&] { map_safetensors((dir / "missing").string()); });
+  EXPECT_NE(m.find("cannot open"), std::string::npos) << m;
   std::filesystem::remove_all(dir);
 }
 

@@ -92,13 +92,13 @@ std::string error_of(Fn&& fn) {
   return "<no error>";
 }
 
-/// Runs the torchclip binary with `args` (shell syntax); exit code and stdout+stderr.
+/// Runs a shell command; exit code and stdout+stderr. run_cli runs the torchclip binary with `args`.
 struct CliRun {
   int code;
   std::string out;
 };
-inline CliRun run_cli(const std::string& args) {
-  const std::string cmd = std::string(TORCHCLIP_BINARY) + " " + args + " 2>&1";
+inline CliRun run_shell(const std::string& command) {
+  const std::string cmd = command + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf{};
@@ -106,5 +106,6 @@ inline CliRun run_cli(const std::string& args) {
   const int status = pclose(p);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
+inline CliRun run_cli(const std::string& args) { return run_shell(std::string(TORCHCLIP_BINARY) + " " + args); }
 
 }  // namespace torchclip::test

@@ -44,11 +44,6 @@ std::string write_images(const fs::path& dir, const BenchDataOptions& o) {
   return csv;
 }
 
-double json_number(const std::string& json, const std::string& key) {
-  const size_t p = json.find("\"" + key + "\":");
-  return p == std::string::npos ? 0.0 : std::stod(json.substr(p + key.size() + 3));
-}
-
 }  // namespace
 
 BenchDataResult bench_data(const BenchDataOptions& o) {

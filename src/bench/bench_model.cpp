@@ -153,12 +153,8 @@ BenchTrainResult bench_train(BenchModelOptions o, const std::string& python) {
     r.note = fmt::format("open_clip did not run (exit {}): {}", status, out.substr(0, 400));
     return r;
   }
-  auto number = [&](const std::string& key) {
-    const size_t k = out.find("\"" + key + "\": ", brace);
-    return std::stod(out.substr(k + key.size() + 4));
-  };
-  r.openclip_step_seconds = number("step_seconds_median");
-  r.openclip_samples_per_second = number("samples_per_second");
+  r.openclip_step_seconds = json_number(out.substr(brace), "step_seconds_median");
+  r.openclip_samples_per_second = json_number(out.substr(brace), "samples_per_second");
   return r;
 }
 

@@ -47,7 +47,32 @@ std::vector<int64_t> stripe(const std::vector<int64_t>& order, const StreamSpec&
 
 // ---- CSV ---------------------------------------------------------------------------------
 
-class CsvSource : public SampleSource {
+/// A source whose samples are all known up front (CSV rows, image files).
+class ListSource : public SampleSource {
+ public:
+  std::unique_ptr<SampleStream> open(const StreamSpec& spec) const override {
+    struct Stream : SampleStream {
+      const std::vector<RawSample>* samples;
+      std::vector<int64_t> indices;
+      size_t pos = 0;
+      bool next(RawSample& out) override {
+        if (pos >= indices.size()) return false;
+        out = (*samples)[indices[pos++]];
+        return true;
+      }
+    };
+    auto s = std::make_unique<Stream>();
+    s->samples = &samples_;
+    s->indices = stripe(permutation(static_cast<int64_t>(samples_.size()), spec.seed, spec.epoch, spec.shuffle), spec);
+    return s;
+  }
+  int64_t size() const override { return static_cast<int64_t>(samples_.size()); }
+
+ protected:
+  std::vector<RawSample> samples_;
+};
+
+class CsvSource : public ListSource {
  public:
   CsvSource(std::string path, const CsvOptions& o) : path_(std::move(path)) {
     const std::string dir = fs::path(path_).parent_path().string();
@@ -98,28 +123,49 @@ class CsvSource : public SampleSource {
     }
   }
 
-  std::unique_ptr<SampleStream> open(const StreamSpec& spec) const override {
-    struct Stream : SampleStream {
-      const std::vector<RawSample>* samples;
-      std::vector<int64_t> indices;
-      size_t pos = 0;
-      bool next(RawSample& out) override {
-        if (pos >= indices.size()) return false;
-        out = (*samples)[indices[pos++]];
-        return true;
-      }
-    };
-    auto s = std::make_unique<Stream>();
-    s->samples = &samples_;
-    s->indices = stripe(permutation(static_cast<int64_t>(samples_.size()), spec.seed, spec.epoch, spec.shuffle), spec);
-    return s;
-  }
-  int64_t size() const override { return static_cast<int64_t>(samples_.size()); }
   std::string describe() const override { return fmt::format("csv {} ({} rows)", path_, samples_.size()); }
 
  private:
   std::string path_;
-  std::vector<RawSample> samples_;
+};
+
+// ---- image files and ImageFolder trees ------------------------------------------------------
+
+bool has_image_extension(const fs::path& p) {
+  std::string ext = p.extension().string();
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".webp" || ext == ".bmp";
+}
+
+/// Image files under `dir`, recursively, sorted by path.
+std::vector<std::string> images_under(const fs::path& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(dir, fs::directory_options::follow_directory_symlink, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (it->is_regular_file(ec) && has_image_extension(it->path())) out.push_back(it->path().string());
+  }
+  if (ec) throw std::runtime_error(fmt::format("{}: cannot list: {}", dir.string(), ec.message()));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+class ImageFilesSource : public ListSource {
+ public:
+  ImageFilesSource(std::vector<std::string> files, std::vector<int64_t> labels, std::string what)
+      : what_(std::move(what)) {
+    for (size_t i = 0; i < files.size(); ++i) {
+      RawSample s;
+      s.image_path = files[i];
+      s.origin = files[i];
+      s.label = labels.empty() ? -1 : labels[i];
+      samples_.push_back(std::move(s));
+    }
+  }
+  std::string describe() const override { return fmt::format("{} ({} images)", what_, samples_.size()); }
+
+ private:
+  std::string what_;
 };
 
 // ---- WebDataset ---------------------------------------------------------------------------
@@ -311,6 +357,62 @@ class SyntheticSource : public SampleSource {
 
 }  // namespace
 
+std::vector<std::string> expand_image_paths(const std::vector<std::string>& paths) {
+  std::vector<std::string> out;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) {
+      auto found = images_under(p);
+      out.insert(out.end(), found.begin(), found.end());
+    } else if (fs::exists(p, ec)) {
+      out.push_back(p);
+    } else {
+      throw std::runtime_error(fmt::format("{}: no such file or folder", p));
+    }
+  }
+  return out;
+}
+
+std::shared_ptr<SampleSource> image_files_source(const std::vector<std::string>& paths) {
+  auto files = expand_image_paths(paths);
+  if (files.empty()) throw std::runtime_error(fmt::format("no image files (.jpg .jpeg .png .webp .bmp) in {}", fmt::join(paths, ", ")));
+  return std::make_shared<ImageFilesSource>(std::move(files), std::vector<int64_t>{},
+                                            fmt::format("image files from {}", fmt::join(paths, ", ")));
+}
+
+std::vector<std::string> image_folder_classes(const std::string& root) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_directory(ec)) names.push_back(it->path().filename().string());
+  if (ec) throw std::runtime_error(fmt::format("{}: cannot list: {}", root, ec.message()));
+  std::sort(names.begin(), names.end());
+  if (names.empty()) throw std::runtime_error(fmt::format("{}: an ImageFolder tree needs one subfolder per class", root));
+  return names;
+}
+
+std::shared_ptr<SampleSource> image_folder_source(const std::string& root, const std::vector<std::string>& classes) {
+  auto folders = image_folder_classes(root);
+  auto spaced = [](std::string n) {
+    std::replace(n.begin(), n.end(), '_', ' ');
+    return n;
+  };
+  std::vector<std::string> files;
+  std::vector<int64_t> labels;
+  for (const auto& folder : folders) {
+    auto it = std::find(classes.begin(), classes.end(), folder);
+    if (it == classes.end()) it = std::find(classes.begin(), classes.end(), spaced(folder));
+    if (it == classes.end())
+      throw std::runtime_error(fmt::format("{}/{}: folder matches no class name (underscores read as spaces); classes: {}",
+                                           root, folder, fmt::join(classes, ", ")));
+    for (auto& f : images_under(fs::path(root) / folder)) {
+      files.push_back(std::move(f));
+      labels.push_back(it - classes.begin());
+    }
+  }
+  return std::make_shared<ImageFilesSource>(std::move(files), std::move(labels), fmt::format("image folder {}", root));
+}
+
 std::vector<CsvRow> parse_csv(const std::string& text, char sep) {
   std::vector<CsvRow> rows;
   CsvRow row;
@@ -418,9 +520,11 @@ std::shared_ptr<SampleSource> open_source(const std::string& spec, const CsvOpti
     return synthetic_source(n, w, h);
   }
   if (spec.find(".tar") != std::string::npos) return webdataset_source(spec);
+  if (fs::is_directory(spec)) return image_folder_source(spec, image_folder_classes(spec));
   if (!fs::is_regular_file(spec))
     throw std::runtime_error(fmt::format("'{}': no such file; a data source is a .csv/.tsv file, WebDataset .tar "
-                                         "shards (brace ranges and '::' allowed) or synthetic:COUNT", spec));
+                                         "shards (brace ranges and '::' allowed), an ImageFolder tree or synthetic:COUNT",
+                                         spec));
   return csv_source(spec, csv);
 }
 

@@ -73,7 +73,20 @@ std::shared_ptr<SampleSource> webdataset_source(const std::string& spec);
 /// `count` deterministic JPEG images of `width` x `height` with captions, for tests and benchmarks.
 std::shared_ptr<SampleSource> synthetic_source(int64_t count, int width = 500, int height = 375, int quality = 90);
 
-/// Chooses by the spec: "synthetic:N[:WxH]", a .tar shard pattern, else a CSV/TSV file.
+/// Image files without captions: each path is a file, or a folder read recursively for .jpg,
+/// .jpeg, .png, .webp and .bmp files (sorted). A missing path is an error naming it.
+std::shared_ptr<SampleSource> image_files_source(const std::vector<std::string>& paths);
+std::vector<std::string> expand_image_paths(const std::vector<std::string>& paths);
+
+/// The class folders of an ImageFolder tree (root/CLASS/**/image), sorted.
+std::vector<std::string> image_folder_classes(const std::string& root);
+
+/// An ImageFolder tree labelled by `classes`: each folder's name must equal a class name, with
+/// underscores read as spaces ("ankle_boot" is "ankle boot"); otherwise an error lists the classes.
+std::shared_ptr<SampleSource> image_folder_source(const std::string& root, const std::vector<std::string>& classes);
+
+/// Chooses by the spec: "synthetic:N[:WxH]", a .tar shard pattern, a folder (ImageFolder tree
+/// labelled by its sorted folder names), else a CSV/TSV file.
 std::shared_ptr<SampleSource> open_source(const std::string& spec, const CsvOptions& csv = {});
 
 /// Brace expansion of shard names: "a-{00..02}.tar::b.tar" -> a-00.tar a-01.tar a-02.tar b.tar.

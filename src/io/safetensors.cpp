@@ -6,8 +6,17 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <string_view>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -165,7 +174,13 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
   write_file_atomic(path, out);
 }
 
-SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& file, std::optional<at::ScalarType> as) {
+namespace {
+
+/// Makes tensor `name` from its validated bytes: a copy, or a view of a mapping.
+using MakeTensor = std::function<at::Tensor(const char* data, const std::vector<int64_t>& sizes, at::ScalarType type)>;
+
+SafetensorsFile parse(std::string_view bytes, const std::string& file, std::optional<at::ScalarType> as,
+                      const MakeTensor& make) {
   if (bytes.size() < 8) throw SafetensorsError(fmt::format("{}: {} bytes is too short for a safetensors file", file, bytes.size()));
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);
@@ -174,7 +189,7 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& f
                                        kSafetensorsMaxHeader));
   if (8 + n > bytes.size())
     throw SafetensorsError(fmt::format("{}: header length {} runs past the end of the {}-byte file", file, n, bytes.size()));
-  const std::string header = bytes.substr(8, n);
+  const std::string header(bytes.substr(8, n));
   const uint64_t data_size = bytes.size() - 8 - n;
   Json j(header, file);
   SafetensorsFile out;
@@ -236,8 +251,7 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& f
       throw SafetensorsError(fmt::format("{}: tensor '{}' is {} {} x {} elements = {} bytes, but data_offsets span {}",
                                          file, name, dtype, numel, d.size, numel * d.size, offsets[1] - offsets[0]));
     std::vector<int64_t> sizes(shape.begin(), shape.end());
-    at::Tensor t = at::empty(sizes, at::TensorOptions().dtype(d.type));
-    if (t.nbytes()) std::memcpy(t.data_ptr(), bytes.data() + 8 + n + offsets[0], t.nbytes());
+    at::Tensor t = make(bytes.data() + 8 + n + offsets[0], sizes, d.type);
     if (as && at::isFloatingType(d.type)) t = t.to(*as);
     out.tensors.emplace(name, t);
     entries.push_back({name, offsets[0], offsets[1]});
@@ -259,8 +273,52 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& f
   return out;
 }
 
+at::Tensor copy_tensor(const char* data, const std::vector<int64_t>& sizes, at::ScalarType type) {
+  at::Tensor t = at::empty(sizes, at::TensorOptions().dtype(type));
+  if (t.nbytes()) std::memcpy(t.data_ptr(), data, t.nbytes());
+  return t;
+}
+
+/// A read-only mapping of a whole file, unmapped when the last tensor viewing it goes.
+struct Mapping {
+  void* addr = MAP_FAILED;
+  size_t size = 0;
+  ~Mapping() {
+    if (addr != MAP_FAILED) ::munmap(addr, size);
+  }
+};
+
+}  // namespace
+
+SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& file, std::optional<at::ScalarType> as) {
+  return parse(bytes, file, as, copy_tensor);
+}
+
 SafetensorsFile load_safetensors(const std::string& path, std::optional<at::ScalarType> as) {
   return parse_safetensors(read_file(path), path, as);
+}
+
+SafetensorsFile map_safetensors(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw SafetensorsError(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
+  struct stat st {};
+  auto mapping = std::make_shared<Mapping>();
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+    mapping->size = static_cast<size_t>(st.st_size);
+    mapping->addr = ::mmap(nullptr, mapping->size, PROT_READ, MAP_SHARED, fd, 0);
+  }
+  const int err = errno;
+  ::close(fd);
+  if (mapping->addr == MAP_FAILED) {
+    if (mapping->size == 0) throw SafetensorsError(fmt::format("{}: 0 bytes is too short for a safetensors file", path));
+    throw SafetensorsError(fmt::format("{}: cannot map: {}", path, std::strerror(err)));
+  }
+  const std::string_view bytes(static_cast<const char*>(mapping->addr), mapping->size);
+  return parse(bytes, path, std::nullopt, [&](const char* data, const std::vector<int64_t>& sizes, at::ScalarType type) {
+    const size_t align = c10::elementSize(type);
+    if (reinterpret_cast<uintptr_t>(data) % align != 0) return copy_tensor(data, sizes, type);  // misaligned: copy
+    return at::from_blob(const_cast<char*>(data), sizes, [mapping](void*) {}, at::TensorOptions().dtype(type));
+  });
 }
 
 }  // namespace torchclip

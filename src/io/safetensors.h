@@ -39,4 +39,10 @@ SafetensorsFile load_safetensors(const std::string& path, std::optional<at::Scal
 SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& name,
                                   std::optional<at::ScalarType> as = std::nullopt);
 
+/// Validates like load_safetensors but copies nothing: each tensor is a read-only view of a
+/// memory mapping of the file (kept alive by the tensors; do not write to them). Tensors whose
+/// bytes are not aligned to their element size are copied. Opening a multi-gigabyte file is
+/// instant; pages are read when touched.
+SafetensorsFile map_safetensors(const std::string& path);
+
 }  // namespace torchclip

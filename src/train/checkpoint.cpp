@@ -73,12 +73,15 @@ void load_state_dict(CLIP& model, const std::map<std::string, at::Tensor>& weigh
 
 LoadedModel load_model_dir(const std::string& dir) {
   LoadedModel m;
+  m.dir = dir;
   const fs::path d(dir);
   if (!fs::is_directory(d)) throw std::runtime_error(fmt::format("{}: not a model folder (no such directory)", dir));
   m.config = load_model_config((d / "config.yaml").string());
   m.model = CLIP(m.config);
-  load_state_dict(m.model, load_safetensors((d / "model.safetensors").string(), at::kFloat).tensors,
-                  (d / "model.safetensors").string());
+  const std::string weights_path = (d / "model.safetensors").string();
+  const std::string weights = read_file(weights_path);
+  m.fingerprint = fmt::format("crc32:{:08x}:{}", crc32_of(weights), weights.size());
+  load_state_dict(m.model, parse_safetensors(weights, weights_path, at::kFloat).tensors, weights_path);
   YAML::Node tok;
   try {
     tok = YAML::LoadFile((d / "tokenizer.yaml").string());

@@ -27,6 +27,10 @@ struct LoadedModel {
   CLIP model = nullptr;
   std::shared_ptr<const Tokenizer> tokenizer;
   std::string tokenizer_spec;
+  std::string dir;  // the folder it was loaded from
+  /// Identifies the weights: "crc32:XXXXXXXX:BYTES" of model.safetensors. Indexes record it, so
+  /// a search with another model is refused.
+  std::string fingerprint;
 };
 
 /// Writes a model folder (the folder must exist). `tokenizer_spec` is what load_tokenizer took.

@@ -26,4 +26,11 @@ inline std::string json_quote(std::string_view s) {
   return out + "\"";
 }
 
+/// The number after `"key":` in a flat JSON object (the one-line reports our benchmark peers
+/// print); 0 when the key is absent.
+inline double json_number(const std::string& json, const std::string& key) {
+  const size_t p = json.find("\"" + key + "\":");
+  return p == std::string::npos ? 0.0 : std::stod(json.substr(p + key.size() + 3));
+}
+
 }  // namespace torchclip
