@@ -1,6 +1,7 @@
 // Parity of the architecture with open_clip: parameter counts, every state-dict name and shape,
 // and the FLOP count, against tests/golden/architecture.json written by make_golden.py.
 #include "model/clip.h"
+#include "train/zeroshot.h"
 
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
@@ -69,6 +70,22 @@ INSTANTIATE_TEST_SUITE_P(Configs, Architecture, ::testing::ValuesIn(names()),
 
 TEST(Architecture, EveryShippedConfigHasAGoldenEntry) {
   for (const auto& n : model_config_names()) EXPECT_TRUE(golden()[n]) << n;
+}
+
+}  // namespace
+}  // namespace torchclip
+
+namespace torchclip {
+namespace {
+
+TEST(ZeroShotTemplates, AreOpenClipsOpenAiImageNetTemplates) {
+  auto r = test::run_shell("python3 -c \"from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES as T; "
+                           "print(chr(10).join(t('{}') for t in T))\"");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::string ours;
+  for (const auto& t : openai_imagenet_templates()) ours += t + "\n";
+  EXPECT_EQ(openai_imagenet_templates().size(), 80u);
+  EXPECT_EQ(ours, r.out);
 }
 
 }  // namespace

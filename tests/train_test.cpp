@@ -1,4 +1,6 @@
 #include "train/evaluate.h"
+#include "train/index.h"
+#include "train/zeroshot.h"
 #include "train/train_config.h"
 #include "train/trainer.h"
 
@@ -81,6 +83,51 @@ TEST(TrainConfig, ErrorsNameFileKeyAndChoices) {
   m = error_of([&] { load_train_config(c.path("model: tiny\ndata: {train: x.csv, resize: lanczos}\n")); });
   EXPECT_NE(m.find("data.resize"), std::string::npos) << m;
   EXPECT_NE(m.find("pil, fast"), std::string::npos) << m;
+}
+
+TEST(Search, ExactTopKMatchesBruteForceInBothDtypes) {
+  at::manual_seed(3);
+  for (int64_t E : {64, 20}) {  // 64: the AVX2 path; 20: the scalar path
+    auto emb = at::randn({5000, E});
+    emb = emb / emb.norm(2, 1, true);
+    auto q = at::randn({3, E});
+    for (auto dtype : {at::kFloat, at::kHalf}) {
+      auto stored = emb.to(dtype);
+      auto hits = search_index(stored, q, 7);
+      auto ref = at::matmul(stored.to(at::kDouble), q.to(at::kDouble).t()).topk(7, 0);  // [7, 3]
+      ASSERT_EQ(hits.size(), 3u);
+      for (int64_t j = 0; j < 3; ++j) {
+        ASSERT_EQ(hits[j].size(), 7u);
+        for (int64_t i = 0; i < 7; ++i) {
+          EXPECT_EQ(hits[j][i].row, std::get<1>(ref)[i][j].item<int64_t>()) << "E " << E << " query " << j << " rank " << i;
+          EXPECT_NEAR(hits[j][i].score, std::get<0>(ref)[i][j].item<double>(), 1e-5);
+        }
+      }
+    }
+  }
+  // k larger than the index: every row, best first.
+  auto small = at::eye(4);
+  auto all = search_index(small, at::tensor({0.1f, 0.9f, 0.5f, 0.0f}).view({1, 4}), 10);
+  ASSERT_EQ(all[0].size(), 4u);
+  EXPECT_EQ(all[0][0].row, 1);
+  EXPECT_EQ(all[0][1].row, 2);
+  EXPECT_EQ(all[0][3].row, 3);
+}
+
+TEST(ZeroShot, ReportByHand) {
+  // 4 images, 3 classes. Predictions (argmax): 0, 2, 1, 1; labels 0, 1, 1, -1 (unlabelled).
+  auto probs = at::tensor({0.7f, 0.2f, 0.1f, 0.1f, 0.3f, 0.6f, 0.2f, 0.5f, 0.3f, 0.1f, 0.8f, 0.1f}).view({4, 3});
+  auto r = zero_shot_report(probs, {0, 1, 1, -1});
+  EXPECT_EQ(r.labelled, 3);
+  EXPECT_NEAR(r.top1, 2.0 / 3, 1e-12);
+  EXPECT_NEAR(r.top5, 1.0, 1e-12);
+  EXPECT_NEAR(r.per_class[0], 1.0, 1e-12);
+  EXPECT_NEAR(r.per_class[1], 0.5, 1e-12);
+  EXPECT_TRUE(std::isnan(r.per_class[2]));
+  EXPECT_EQ(r.confusion[1][2].item<int64_t>(), 1);
+  EXPECT_EQ(r.confusion[1][1].item<int64_t>(), 1);
+  EXPECT_EQ(r.confusion.sum().item<int64_t>(), 3);
+  EXPECT_EQ(parse_class_list(" cat, dog ,,bird"), (std::vector<std::string>{"cat", "dog", "bird"}));
 }
 
 TEST(Retrieval, MetricsByHand) {

@@ -1,5 +1,6 @@
 #include "bench/bench_data.h"
 #include "bench/bench_model.h"
+#include "bench/bench_search.h"
 #include "subcommands.h"
 #include "util/args.h"
 
@@ -25,11 +26,30 @@ int bench_data_main(Args& args) {
   return 0;
 }
 
+int bench_search_main(Args& args) {
+  BenchSearchOptions o;
+  o.rows(args.get_int("rows", o.rows()))
+      .dim(args.get_int("dim", o.dim()))
+      .k(args.get_int("k", o.k()))
+      .queries(args.get_int("queries", o.queries()))
+      .batch(args.get_int("batch", o.batch()))
+      .dtype(args.get("dtype", o.dtype()))
+      .python(args.get("python", o.python()))
+      .compare(!args.flag("no-compare"));
+  const bool json = args.flag("json");
+  args.finish();
+  BenchSearchResult r = bench_search(o);
+  fmt::print("{}\n", json ? r.to_json() : r.to_text());
+  return 0;
+}
+
 int bench_main(const Argv& argv) {
   const std::string target = argv.empty() ? "" : argv[0];
   Args args(Argv(argv.empty() ? argv.begin() : argv.begin() + 1, argv.end()));
   if (target == "data") return bench_data_main(args);
-  if (target != "model" && target != "train") throw UsageError("bench needs a target: bench model | bench train | bench data");
+  if (target == "search") return bench_search_main(args);
+  if (target != "model" && target != "train")
+    throw UsageError("bench needs a target: bench model | bench train | bench data | bench search");
   BenchModelOptions o;
   o.config(args.require("config"))
       .batch(args.get_int("batch", o.batch()))

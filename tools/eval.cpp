@@ -20,7 +20,7 @@ int eval_main(const Argv& argv) {
   const auto queries = args.get_all("query");
   const std::string grid = args.get("grid", "");
   const bool json = args.flag("json");
-  const auto resize = data::parse_resize_mode(args.get("resize", "pil"), "--resize");
+  const std::string resize = args.get("resize", "pil");
   args.finish();
   auto m = load_model_dir(model_dir);
   std::vector<std::string> classes, templates;
@@ -29,14 +29,7 @@ int eval_main(const Argv& argv) {
     if (templates_file.empty()) throw UsageError("--classes needs --templates (one prompt per line, {} for the class)");
     templates = read_lines(templates_file);
   }
-  data::Loader loader(data::open_source(spec, csv), m.tokenizer,
-                      data::LoaderOptions()
-                          .batch_size(512)
-                          .workers(workers)
-                          .shuffle(false)
-                          .drop_last(false)
-                          .context_length(m.config.text_cfg().context_length())
-                          .transform(data::ImageTransformOptions().image_size(m.config.vision_cfg().image_size()).resize(resize)));
+  data::Loader loader(data::open_source(spec, csv), m.tokenizer, inference_loader_options(m.config, 512, workers, resize));
   if (!queries.empty()) {  // text -> image retrieval over the data's images
     auto index = embed_images(m.model, loader, !json);
     torch::NoGradGuard no_grad;

@@ -21,6 +21,18 @@ commands:
   eval          --model DIR --data SOURCE [--classes FILE --templates FILE] [--resize pil|fast] [--json] [--csv-... flags]
                 zero-shot top-1/top-5 and image<->text retrieval (R@1/5/10, mean/median rank);
                 with --query TEXT [--query ...] [--k 8] [--grid out.png]: the data's images closest to each text
+  zeroshot      --model DIR (--classes FILE|a,b,c [--templates FILE] | --classifier FILE)
+                (--images PATH... | --data SOURCE) [--top-k 5] [--json|--csv] [--confusion PREFIX]
+                [--save-classifier FILE] [--max-rows 50]
+                classifies images into named classes (templates: OpenAI's 80 ImageNet ones by default);
+                with labels (CSV label column, ImageFolder tree): top-1/top-5, per-class accuracy,
+                PREFIX.csv and PREFIX.png confusion matrix
+  embed         --model DIR (--images PATH... | --data SOURCE | --texts FILE|-) --out FILE.npy|FILE.safetensors
+                [--dtype fp32|fp16]   normalised embeddings in input order; FILE.json lists the inputs
+  index         --model DIR (--images PATH... | --data SOURCE) --out INDEX [--dtype fp16|fp32] [--json]
+                embeds images into a searchable index; rerun to add new/changed files and prune vanished ones
+  search        --index INDEX --model DIR [--query TEXT ... | --image PATH] [--k 10] [--json]
+                [--gallery out.html] [--grid out.png]   exact top-k; queries from stdin when none given
   convert       --openclip-config NAME|FILE --weights open_clip.safetensors --out MODEL_DIR [--image-size N]
                 an open_clip checkpoint (safetensors) as a torchclip model folder (ViT positions resized for N)
   export        --model MODEL_DIR --out PREFIX
@@ -39,6 +51,8 @@ commands:
   bench data    [--images N] [--workers N] [--batch N] [--size S] [--resize pil|fast] [--dir DIR] [--data CSV]
                 [--no-compare] [--json]
                 images/s of torchclip's loader and of open_clip's Python pipeline on the same JPEGs
+  bench search  [--rows 1000000] [--dim 512] [--k 10] [--queries 20] [--batch 16] [--dtype fp16|fp32] [--no-compare] [--json]
+                ms per top-k query on a synthetic index, and the same search in PyTorch from Python
   model info    --config NAME|FILE [--state-dict] [--json]
                 parameter counts, FLOPs and state-dict names of a model config
   tokenizer train --input captions.txt --out DIR [--vocab-size N] [--model-type unigram|bpe]
@@ -63,6 +77,10 @@ int main(int argc, char** argv) {
       {"eval", torchclip::tools::eval_main},
       {"convert", torchclip::tools::convert_main},
       {"export", torchclip::tools::export_main},
+      {"zeroshot", torchclip::tools::zeroshot_main},
+      {"embed", torchclip::tools::embed_main},
+      {"index", torchclip::tools::index_main},
+      {"search", torchclip::tools::search_main},
   };
   if (args.empty() || args[0] == "-h" || args[0] == "--help") {
     fmt::print("{}", kUsage);

@@ -15,6 +15,13 @@ using Argv = std::vector<std::string>;
 /// --csv-img-key, --csv-caption-key, --csv-label-key, --csv-separator. Defined in data.cpp.
 data::CsvOptions csv_flags(Args& args);
 
+/// Image paths from --images (repeatable; further bare arguments are more paths). zeroshot.cpp.
+std::vector<std::string> image_args(Args& args);
+/// The images to read: files/folders, else an ImageFolder tree labelled by `classes`, else a
+/// CSV (label column "label" unless --csv-label-key) or tar shards. Defined in zeroshot.cpp.
+std::shared_ptr<data::SampleSource> image_source(const std::vector<std::string>& images, const std::string& spec,
+                                                 data::CsvOptions csv, const std::vector<std::string>& classes);
+
 int bench_main(const Argv& args);
 int model_info_main(const Argv& args);
 int tokenizer_main(const Argv& args);
@@ -24,5 +31,9 @@ int train_main(const Argv& args);
 int eval_main(const Argv& args);
 int convert_main(const Argv& args);
 int export_main(const Argv& args);
+int zeroshot_main(const Argv& args);
+int embed_main(const Argv& args);
+int index_main(const Argv& args);
+int search_main(const Argv& args);
 
 }  // namespace torchclip::tools

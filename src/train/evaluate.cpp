@@ -23,6 +23,19 @@ std::vector<std::string> read_lines(const std::string& path) {
   return out;
 }
 
+data::LoaderOptions inference_loader_options(const ModelConfig& cfg, int64_t batch_size, int64_t workers,
+                                             const std::string& resize) {
+  return data::LoaderOptions()
+      .batch_size(batch_size)
+      .workers(workers)
+      .shuffle(false)
+      .drop_last(false)
+      .context_length(cfg.text_cfg().context_length())
+      .transform(data::ImageTransformOptions()
+                     .image_size(cfg.vision_cfg().image_size())
+                     .resize(data::parse_resize_mode(resize, "--resize")));
+}
+
 at::Tensor zero_shot_classifier(CLIP& model, const Tokenizer& tokenizer, const std::vector<std::string>& classes,
                                 const std::vector<std::string>& templates, int64_t context_length) {
   TORCH_CHECK(!classes.empty() && !templates.empty(), "zero-shot: need at least one class and one template");

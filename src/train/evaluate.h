@@ -13,6 +13,11 @@
 
 namespace torchclip {
 
+/// Loader options for inference with a model of `cfg`: its eval transform (image size,
+/// `resize` "pil" or "fast"), inputs in order, the last partial batch kept.
+data::LoaderOptions inference_loader_options(const ModelConfig& cfg, int64_t batch_size, int64_t workers,
+                                             const std::string& resize = "pil");
+
 /// Normalised classifier weights [E, C] from class names and templates ("{}" is replaced).
 at::Tensor zero_shot_classifier(CLIP& model, const Tokenizer& tokenizer, const std::vector<std::string>& classes,
                                 const std::vector<std::string>& templates, int64_t context_length);

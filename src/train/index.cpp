@@ -1,0 +1,475 @@
+#include "train/index.h"
+
+#include "data/image.h"
+#include "data/loader.h"
+#include "data/transform.h"
+#include "io/fsutil.h"
+#include "io/safetensors.h"
+#include "train/evaluate.h"
+#include "util/json.h"
+#include "util/progress.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Half.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <immintrin.h>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <numeric>
+#include <set>
+#include <unordered_map>
+
+namespace torchclip {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kIndexFormat = "torchclip-index";
+
+/// (size, mtime in ns) of a file, or (-1, -1) when it cannot be read.
+std::pair<int64_t, int64_t> file_stat(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {-1, -1};
+  return {static_cast<int64_t>(st.st_size), static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec};
+}
+
+std::string now_iso8601() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+const std::string& ImageIndex::model_fingerprint() const {
+  static const std::string none;
+  auto it = info.find("model_fingerprint");
+  return it == info.end() ? none : it->second;
+}
+
+ImageIndex ImageIndex::open(const std::string& path) {
+  auto f = map_safetensors(path);
+  auto fmt_it = f.metadata.find("format");
+  if (fmt_it == f.metadata.end() || fmt_it->second != kIndexFormat)
+    throw std::runtime_error(fmt::format("{}: not a torchclip index (no format={} metadata); build one with torchclip index",
+                                         path, kIndexFormat));
+  for (const char* t : {"embeddings", "paths", "path_offsets", "stats"})
+    if (!f.tensors.count(t)) throw std::runtime_error(fmt::format("{}: index has no '{}' tensor", path, t));
+  ImageIndex x;
+  x.embeddings = f.tensors["embeddings"];
+  x.stats = f.tensors["stats"];
+  x.info = f.metadata;
+  const auto& offsets = f.tensors["path_offsets"];
+  const auto& bytes = f.tensors["paths"];
+  const int64_t N = x.embeddings.dim() == 2 ? x.embeddings.size(0) : -1;
+  if (N < 0 || offsets.dim() != 1 || offsets.size(0) != N + 1 || x.stats.sizes() != at::IntArrayRef({N, 2}) ||
+      bytes.scalar_type() != at::kByte || offsets.scalar_type() != at::kLong ||
+      (x.embeddings.scalar_type() != at::kHalf && x.embeddings.scalar_type() != at::kFloat))
+    throw std::runtime_error(fmt::format("{}: inconsistent index (embeddings {}, path_offsets {}, stats {})", path,
+                                         x.embeddings.sizes(), offsets.sizes(), x.stats.sizes()));
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  const char* chars = reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>());
+  x.paths.reserve(N);
+  for (int64_t i = 0; i < N; ++i) {
+    if (off[i] < 0 || off[i] > off[i + 1] || off[i + 1] > bytes.numel())
+      throw std::runtime_error(fmt::format("{}: path_offsets[{}] out of range", path, i));
+    x.paths.emplace_back(chars + off[i], off[i + 1] - off[i]);
+  }
+  return x;
+}
+
+void ImageIndex::save(const std::string& path) const {
+  std::vector<int64_t> offsets{0};
+  std::string bytes;
+  for (const auto& p : paths) {
+    bytes += p;
+    offsets.push_back(static_cast<int64_t>(bytes.size()));
+  }
+  auto chars = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
+  std::copy(bytes.begin(), bytes.end(), reinterpret_cast<char*>(chars.data_ptr<uint8_t>()));
+  auto meta = info;
+  meta["format"] = kIndexFormat;
+  meta["version"] = "1";
+  meta["count"] = std::to_string(size());
+  save_safetensors(path,
+                   {{"embeddings", embeddings.contiguous()},
+                    {"paths", chars},
+                    {"path_offsets", at::tensor(offsets, at::kLong)},
+                    {"stats", stats.contiguous()}},
+                   meta);
+}
+
+std::string IndexReport::to_json() const {
+  std::vector<std::string> q;
+  for (const auto& s : skipped) q.push_back(json_quote(s));
+  return fmt::format("{{\"total\": {}, \"embedded\": {}, \"kept\": {}, \"pruned\": {}, \"skipped\": [{}], \"seconds\": {:.3f}, "
+                     "\"embed_images_per_second\": {:.2f}}}",
+                     total, embedded, kept, pruned, fmt::join(q, ", "), seconds, embed_images_per_second);
+}
+
+IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, const std::string& data,
+                        const data::CsvOptions& csv, const std::string& out, const IndexOptions& o) {
+  TORCH_CHECK(o.dtype() == "fp16" || o.dtype() == "fp32", "index: --dtype must be fp16 or fp32, got '", o.dtype(), "'");
+  TORCH_CHECK(images.empty() != data.empty(), "index: give image files/folders or a data source, not both");
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool shards = data.find(".tar") != std::string::npos;
+  // What should be in the index: file paths (stat-checked), or a whole tar source.
+  std::vector<std::string> files;
+  std::shared_ptr<data::SampleSource> source;
+  if (!images.empty()) {
+    files = data::expand_image_paths(images);
+  } else if (shards) {
+    source = data::open_source(data, csv);
+  } else {
+    auto src = data::open_source(data, csv);
+    data::StreamSpec spec;
+    spec.shuffle = false;
+    auto stream = src->open(spec);
+    std::set<std::string> seen;
+    for (data::RawSample s; stream->next(s);)
+      if (!s.image_path.empty() && seen.insert(s.image_path).second) files.push_back(s.image_path);
+  }
+  // The existing index, if any: rows whose file is unchanged are kept.
+  ImageIndex old;
+  std::unordered_map<std::string, int64_t> old_rows;
+  std::error_code ec;
+  if (fs::exists(out, ec)) {
+    old = ImageIndex::open(out);
+    if (old.model_fingerprint() != m.fingerprint)
+      throw std::runtime_error(fmt::format("{}: built by another model (fingerprint {}, this model {}); remove it or "
+                                           "choose another --out to build a new index",
+                                           out, old.model_fingerprint(), m.fingerprint));
+    for (int64_t i = 0; i < old.size(); ++i) old_rows.emplace(old.paths[i], i);
+  }
+  IndexReport r;
+  std::vector<int64_t> keep_rows;
+  std::vector<std::string> keep_paths, to_embed;
+  std::vector<std::pair<int64_t, int64_t>> to_embed_stats;
+  std::unordered_map<std::string, std::pair<int64_t, int64_t>> stat_of;
+  const int64_t* old_stats = old.size() ? old.stats.contiguous().data_ptr<int64_t>() : nullptr;
+  for (const auto& f : files) {
+    const auto st = file_stat(f);
+    stat_of[f] = st;
+    auto it = old_rows.find(f);
+    if (it != old_rows.end() && old_stats[2 * it->second] == st.first && old_stats[2 * it->second + 1] == st.second) {
+      keep_rows.push_back(it->second);
+      keep_paths.push_back(f);
+    } else {
+      to_embed.push_back(f);
+    }
+  }
+  r.kept = static_cast<int64_t>(keep_rows.size());
+  r.pruned = old.size() - r.kept - static_cast<int64_t>(std::count_if(to_embed.begin(), to_embed.end(),
+                                                                      [&](const auto& f) { return old_rows.count(f); }));
+
+  // Embed what is new or changed.
+  std::vector<at::Tensor> parts;
+  std::vector<std::string> new_paths;
+  if (!to_embed.empty() || source) {
+    if (!source) source = data::image_files_source(to_embed);
+    const int64_t todo = source->size() > 0 ? source->size() : 0;
+    data::Loader loader(source, m.tokenizer,
+                        inference_loader_options(m.config, o.batch_size(), o.workers(), o.resize())
+                            .log_first_failures(0)
+                            .max_consecutive_failures(std::numeric_limits<int64_t>::max()));
+    torch::NoGradGuard no_grad;
+    m.model->eval();
+    Progress bar("index", todo, "img");
+    const auto e0 = std::chrono::steady_clock::now();
+    loader.start_epoch(0);
+    for (data::Batch b; loader.next(b);) {
+      parts.push_back(m.model->encode_image(b.images, /*normalize=*/true));
+      for (size_t i = 0; i < b.origins.size(); ++i)
+        new_paths.push_back(b.image_paths[i].empty() ? b.origins[i] : b.image_paths[i]);
+      if (o.progress()) bar.advance(static_cast<int64_t>(b.origins.size()));
+    }
+    if (o.progress()) bar.finish();
+    const double es = std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
+    r.embedded = static_cast<int64_t>(new_paths.size());
+    r.embed_images_per_second = es > 0 ? r.embedded / es : 0;
+    // Unusable files: everything asked for that did not come back.
+    std::set<std::string> got(new_paths.begin(), new_paths.end());
+    const auto& st = loader.stats();
+    std::map<std::string, std::string> reason_of;
+    for (const auto& [reason, examples] : st.examples)
+      for (const auto& e : examples) reason_of[e] = reason;
+    for (const auto& f : to_embed)
+      if (!got.count(f)) r.skipped.push_back(reason_of.count(f) ? f + ": " + reason_of[f] : f + ": unreadable image");
+    if (shards && st.skipped)
+      r.skipped.push_back(fmt::format("{} samples of {} were unusable ({} reasons)", st.skipped, data, st.skipped_by_reason.size()));
+  }
+
+  // Merge kept and new rows, sorted by path: an updated index equals one built from scratch.
+  const auto dtype = o.dtype() == "fp16" ? at::kHalf : at::kFloat;
+  const int64_t E = m.config.embed_dim();
+  std::vector<std::string> all_paths = keep_paths;
+  all_paths.insert(all_paths.end(), new_paths.begin(), new_paths.end());
+  std::vector<at::Tensor> rows;
+  if (!keep_rows.empty()) rows.push_back(old.embeddings.index_select(0, at::tensor(keep_rows, at::kLong)).to(dtype));
+  if (!parts.empty()) rows.push_back(at::cat(parts).to(dtype));
+  at::Tensor emb = rows.empty() ? at::empty({0, E}, dtype) : at::cat(rows);
+  std::vector<int64_t> order(all_paths.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return all_paths[a] < all_paths[b]; });
+  ImageIndex x;
+  x.embeddings = emb.index_select(0, at::tensor(order, at::kLong)).contiguous();
+  x.stats = at::empty({static_cast<int64_t>(order.size()), 2}, at::kLong);
+  auto* sp = x.stats.data_ptr<int64_t>();
+  for (size_t i = 0; i < order.size(); ++i) {
+    x.paths.push_back(all_paths[order[i]]);
+    auto it = stat_of.find(x.paths.back());
+    sp[2 * i] = it == stat_of.end() ? -1 : it->second.first;
+    sp[2 * i + 1] = it == stat_of.end() ? -1 : it->second.second;
+  }
+  x.info = {{"model_fingerprint", m.fingerprint},
+            {"model", m.dir},
+            {"dtype", o.dtype()},
+            {"embed_dim", std::to_string(E)},
+            {"image_size", std::to_string(m.config.vision_cfg().image_size())},
+            {"resize", o.resize()},
+            {"source", images.empty() ? data : fmt::format("{}", fmt::join(images, " "))},
+            {"updated", now_iso8601()},
+            {"created", old.info.count("created") ? old.info.at("created") : now_iso8601()}};
+  x.save(out);
+  r.total = x.size();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+// ---- search ---------------------------------------------------------------------------------
+
+namespace {
+
+using Scored = std::pair<float, int64_t>;  // (score, row)
+
+/// The k best (score, row) pairs seen so far: a min-heap, the worst on top.
+struct TopK {
+  int64_t k = 0;
+  std::vector<Scored> heap;
+  void push(float s, int64_t row) {
+    if (static_cast<int64_t>(heap.size()) < k) {
+      heap.emplace_back(s, row);
+      std::push_heap(heap.begin(), heap.end(), std::greater<>());
+    } else if (s > heap.front().first) {
+      std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+      heap.back() = {s, row};
+      std::push_heap(heap.begin(), heap.end(), std::greater<>());
+    }
+  }
+};
+
+/// scores[r * Q + q] = rows[r] . queries[q] for n rows of E halves or floats.
+template <typename T>
+void dot_rows_scalar(const T* rows, int64_t n, int64_t E, const float* queries, int64_t Q, float* scores) {
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t q = 0; q < Q; ++q) {
+      float s = 0;
+      for (int64_t e = 0; e < E; ++e) s += static_cast<float>(rows[r * E + e]) * queries[q * E + e];
+      scores[r * Q + q] = s;
+    }
+}
+
+__attribute__((target("avx2,fma,f16c"))) float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+/// AVX2: E a multiple of 16; halves widened in registers (F16C), never written back as floats.
+__attribute__((target("avx2,fma,f16c"))) void dot_rows_avx2(const c10::Half* rows, int64_t n, int64_t E,
+                                                            const float* queries, int64_t Q, float* scores) {
+  for (int64_t r = 0; r < n; ++r) {
+    const auto* row = reinterpret_cast<const __m128i*>(rows + r * E);
+    for (int64_t q = 0; q < Q; ++q) {
+      const float* qv = queries + q * E;
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      for (int64_t e = 0; e < E; e += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(row + e / 8)), _mm256_loadu_ps(qv + e), a0);
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(row + e / 8 + 1)), _mm256_loadu_ps(qv + e + 8), a1);
+      }
+      scores[r * Q + q] = hsum(_mm256_add_ps(a0, a1));
+    }
+  }
+}
+
+__attribute__((target("avx2,fma,f16c"))) void dot_rows_avx2(const float* rows, int64_t n, int64_t E, const float* queries,
+                                                            int64_t Q, float* scores) {
+  for (int64_t r = 0; r < n; ++r) {
+    const float* row = rows + r * E;
+    for (int64_t q = 0; q < Q; ++q) {
+      const float* qv = queries + q * E;
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      for (int64_t e = 0; e < E; e += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + e), _mm256_loadu_ps(qv + e), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(row + e + 8), _mm256_loadu_ps(qv + e + 8), a1);
+      }
+      scores[r * Q + q] = hsum(_mm256_add_ps(a0, a1));
+    }
+  }
+}
+
+bool have_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return ok;
+}
+
+template <typename T>
+std::vector<std::vector<SearchHit>> scan(const T* rows, int64_t N, int64_t E, const at::Tensor& queries, int64_t k) {
+  const int64_t Q = queries.size(0);
+  auto qc = queries.to(at::kFloat).contiguous();
+  const float* qv = qc.data_ptr<float>();
+  const bool vec = have_avx2() && E % 16 == 0;
+  std::vector<TopK> best(Q, TopK{k, {}});
+  std::mutex merge;
+  constexpr int64_t kBlock = 256;  // rows scored together, then offered to the heaps
+  at::parallel_for(0, N, 16384, [&](int64_t begin, int64_t end) {
+    std::vector<TopK> local(Q, TopK{k, {}});
+    std::vector<float> scores(kBlock * Q);
+    for (int64_t b = begin; b < end; b += kBlock) {
+      const int64_t n = std::min(kBlock, end - b);
+      if (vec) dot_rows_avx2(rows + b * E, n, E, qv, Q, scores.data());
+      else dot_rows_scalar(rows + b * E, n, E, qv, Q, scores.data());
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t q = 0; q < Q; ++q) local[q].push(scores[r * Q + q], b + r);
+    }
+    std::lock_guard<std::mutex> lock(merge);
+    for (int64_t q = 0; q < Q; ++q)
+      for (const auto& [s, row] : local[q].heap) best[q].push(s, row);
+  });
+  std::vector<std::vector<SearchHit>> out(Q);
+  for (int64_t q = 0; q < Q; ++q) {
+    auto h = best[q].heap;
+    std::sort(h.begin(), h.end(), [](const Scored& a, const Scored& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+    for (const auto& [s, row] : h) out[q].push_back({row, s});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::vector<SearchHit>> search_index(const at::Tensor& embeddings, const at::Tensor& queries, int64_t k) {
+  TORCH_CHECK(embeddings.dim() == 2 && queries.dim() == 2 && embeddings.size(1) == queries.size(1),
+              "search: embeddings [N, E] and queries [Q, E] must share E; got ", embeddings.sizes(), " and ", queries.sizes());
+  TORCH_CHECK(k > 0, "search: --k must be positive");
+  auto emb = embeddings.is_contiguous() ? embeddings : embeddings.contiguous();
+  const int64_t N = emb.size(0), E = emb.size(1);
+  if (emb.scalar_type() == at::kHalf) return scan(emb.data_ptr<c10::Half>(), N, E, queries, k);
+  TORCH_CHECK(emb.scalar_type() == at::kFloat, "search: embeddings must be fp16 or fp32");
+  return scan(emb.data_ptr<float>(), N, E, queries, k);
+}
+
+at::Tensor embed_texts(LoadedModel& m, const std::vector<std::string>& texts) {
+  torch::NoGradGuard no_grad;
+  return m.model->encode_text(tokenize(*m.tokenizer, texts, m.config.text_cfg().context_length()), /*normalize=*/true);
+}
+
+at::Tensor embed_image_file(LoadedModel& m, const std::string& path, const std::string& resize) {
+  torch::NoGradGuard no_grad;
+  cv::Mat bgr;
+  try {
+    bgr = data::decode_image(read_file(path));
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("{}: cannot use this image as a query: {}", path, e.what()));
+  }
+  const int64_t S = m.config.vision_cfg().image_size();
+  auto img = at::empty({3, S, S}, at::kFloat);
+  std::mt19937_64 rng(0);
+  data::transform_image(bgr, data::ImageTransformOptions().image_size(S).resize(data::parse_resize_mode(resize, "--resize")),
+                        rng, img);
+  return m.model->encode_image(img.unsqueeze(0), /*normalize=*/true);
+}
+
+namespace {
+
+std::string base64(const std::vector<unsigned char>& in) {
+  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const uint32_t v = (in[i] << 16) | (in[i + 1] << 8) | in[i + 2];
+    out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], t[v & 63]};
+  }
+  if (i + 1 == in.size()) {
+    const uint32_t v = in[i] << 16;
+    out += {t[v >> 18], t[(v >> 12) & 63], '=', '='};
+  } else if (i + 2 == in.size()) {
+    const uint32_t v = (in[i] << 16) | (in[i + 1] << 8);
+    out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], '='};
+  }
+  return out;
+}
+
+std::string html_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void write_gallery(const std::vector<std::string>& queries, const std::vector<std::vector<std::string>>& paths,
+                   const std::vector<std::vector<float>>& scores, const std::string& html_path) {
+  std::string body;
+  for (size_t q = 0; q < queries.size(); ++q) {
+    body += fmt::format("<section><h2>{}</h2><div class=\"grid\">\n", html_escape(queries[q]));
+    for (size_t i = 0; i < paths[q].size(); ++i) {
+      std::string src;
+      cv::Mat img = cv::imread(paths[q][i], cv::IMREAD_COLOR);
+      if (!img.empty()) {
+        const double f = 160.0 / std::max(img.cols, img.rows);
+        if (f < 1) cv::resize(img, img, {}, f, f, cv::INTER_AREA);
+        std::vector<unsigned char> jpg;
+        cv::imencode(".jpg", img, jpg, {cv::IMWRITE_JPEG_QUALITY, 85});
+        src = "data:image/jpeg;base64," + base64(jpg);
+      }
+      body += fmt::format("<figure><img src=\"{}\" alt=\"{}\"><figcaption>#{} {:.4f}<br><span>{}</span></figcaption></figure>\n",
+                          src, html_escape(paths[q][i]), i + 1, scores[q][i], html_escape(paths[q][i]));
+    }
+    body += "</div></section>\n";
+  }
+  const std::string page = fmt::format(R"(<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>torchclip search</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; background: #fafafa; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+figure {{ margin: 0; width: 170px; background: #fff; padding: 5px; box-shadow: 0 1px 3px #0003; }}
+img {{ width: 160px; height: 160px; object-fit: contain; background: #eee; image-rendering: pixelated; }}
+figcaption {{ font-size: 12px; }} span {{ color: #666; word-break: break-all; }}
+</style></head>
+<body data-loaded="pending">
+{}<script>
+window.addEventListener('load', () => {{
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.loaded = ok + '/' + imgs.length;
+}});
+</script></body></html>
+)",
+                                       body);
+  write_file_atomic(html_path, page);
+}
+
+}  // namespace torchclip

@@ -1,0 +1,73 @@
+// Image indexes for retrieval (`torchclip index` / `torchclip search`): normalised image
+// embeddings (fp16 or fp32) with their paths, file sizes and times, and the fingerprint of the
+// model that made them, in one safetensors file that is memory-mapped when searched. Updating an
+// index embeds only new or changed files and prunes vanished ones. Search is exact: a fused
+// fp16/fp32 dot-product scan over row blocks, in parallel, keeping a top-k per query.
+#pragma once
+
+#include "data/source.h"
+#include "train/checkpoint.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace torchclip {
+
+struct ImageIndex {
+  at::Tensor embeddings;           // [N, E] half or float, rows L2-normalised
+  std::vector<std::string> paths;  // [N] file paths (or sample origins for tar shards)
+  at::Tensor stats;                // [N, 2] int64: file size and mtime (ns); -1 when not a file
+  std::map<std::string, std::string> info;  // model_fingerprint, model, dtype, source, created, ...
+
+  int64_t size() const { return static_cast<int64_t>(paths.size()); }
+  const std::string& model_fingerprint() const;
+  /// Memory-maps PATH (instant for any size); throws naming the file if it is not an index.
+  static ImageIndex open(const std::string& path);
+  void save(const std::string& path) const;
+};
+
+struct IndexOptions {
+  TORCH_ARG(std::string, dtype) = "fp16";  // fp16 or fp32
+  TORCH_ARG(int64_t, batch_size) = 64;
+  TORCH_ARG(int64_t, workers) = 2;
+  TORCH_ARG(std::string, resize) = "pil";
+  TORCH_ARG(bool, progress) = true;
+};
+
+struct IndexReport {
+  int64_t total = 0, embedded = 0, kept = 0, pruned = 0;
+  std::vector<std::string> skipped;  // "path: reason"
+  double seconds = 0, embed_images_per_second = 0;
+  std::string to_json() const;
+};
+
+/// Builds OUT from image files and folders (`images`) or a data source (`data`: CSV, ImageFolder
+/// tree or tar shards). When OUT exists and was built by the same model, only new or changed
+/// files are embedded and vanished ones are dropped (tar shards are always embedded whole).
+/// An existing index from another model is refused, naming both fingerprints.
+IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, const std::string& data,
+                        const data::CsvOptions& csv, const std::string& out, const IndexOptions& options);
+
+struct SearchHit {
+  int64_t row = 0;
+  float score = 0;
+};
+
+/// Exact top-k rows of `embeddings` [N, E] (half or float) for each of `queries` [Q, E] (float),
+/// best first. Scans rows in parallel blocks without converting the matrix.
+std::vector<std::vector<SearchHit>> search_index(const at::Tensor& embeddings, const at::Tensor& queries, int64_t k);
+
+/// The normalised text embeddings [Q, E] of `texts`.
+at::Tensor embed_texts(LoadedModel& m, const std::vector<std::string>& texts);
+/// The normalised embedding [1, E] of one image file (eval transform). Throws naming the file.
+at::Tensor embed_image_file(LoadedModel& m, const std::string& path, const std::string& resize = "pil");
+
+/// A self-contained HTML page (thumbnails inlined as JPEG data URIs) of each query's results.
+/// `body[data-loaded]` becomes "loaded/total" once the page has loaded, for browser checks.
+void write_gallery(const std::vector<std::string>& queries, const std::vector<std::vector<std::string>>& paths,
+                   const std::vector<std::vector<float>>& scores, const std::string& html_path);
+
+}  // namespace torchclip

@@ -1,0 +1,219 @@
+// The retrieval and classification tools on a small model trained here: four colour classes of
+// noisy squares, captioned "a photo of a red square" and so on, trained for a few seconds.
+// zeroshot must beat chance widely, search must find the named colour, an updated index must
+// equal one built from scratch, and the HTML gallery must load every image in real Chromium.
+#include "io/safetensors.h"
+#include "train/checkpoint.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <regex>
+
+#include "support.h"
+
+namespace torchclip {
+namespace {
+
+namespace fs = std::filesystem;
+using test::run_cli;
+
+const char* kColours[] = {"red", "green", "blue", "yellow"};
+const cv::Scalar kBgr[] = {{40, 40, 220}, {40, 200, 40}, {220, 60, 40}, {40, 220, 230}};
+
+double number_after(const std::string& s, const std::string& key) {
+  const size_t p = s.find("\"" + key + "\": ");
+  return p == std::string::npos ? -1 : std::stod(s.substr(p + key.size() + 4));
+}
+
+class ToolsFixture : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(test::temp_dir("tools"));
+    const fs::path& d = *dir_;
+    std::mt19937 rng(7);
+    std::ofstream csv(d / "train.csv");
+    csv << "filepath,title\n";
+    for (int c = 0; c < 4; ++c) {
+      fs::create_directories(d / "imgs" / kColours[c]);
+      for (int i = 0; i < 24; ++i) {
+        cv::Mat m(16, 16, CV_8UC3, kBgr[c]);
+        cv::Mat noise(16, 16, CV_8UC3);
+        cv::randu(noise, 0, 50);
+        m = m + noise;
+        const std::string rel = std::string("imgs/") + kColours[c] + "/" + std::to_string(i) + ".png";
+        cv::imwrite((d / rel).string(), m);
+        csv << rel << ",\"a photo of a " << kColours[c] << " square\"\n";
+      }
+    }
+    csv.close();
+    std::ofstream(d / "templates.txt") << "a photo of a {} square\n";
+    std::ofstream(d / "model.yaml") << "embed_dim: 16\nvision_cfg: {image_size: 16, patch_size: 8, layers: 2, width: 32, head_width: 16}\n"
+                                       "text_cfg: {context_length: 12, width: 32, heads: 2, layers: 2}\n";
+    std::ofstream(d / "train.yaml") << "model: " << (d / "model.yaml").string() << "\ndata:\n  train: " << (d / "train.csv").string()
+                                    << "\n  batch_size: 32\n  workers: 2\noptim: {lr: 3.0e-3, weight_decay: 0.0}\n"
+                                    << "schedule: {warmup_steps: 5}\ntrain: {steps: 150, threads: 2, checkpoint_every: 150}\n";
+    auto r = run_cli("train --config " + (d / "train.yaml").string() + " --out " + (d / "run").string());
+    ASSERT_EQ(r.code, 0) << r.out;
+    for (const auto& e : fs::directory_iterator(d / "run" / "checkpoints")) model_ = new std::string(e.path().string());
+    ASSERT_NE(model_, nullptr);
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+    delete model_;
+  }
+  static std::string m() { return " --model " + *model_; }
+  static fs::path* dir_;
+  static std::string* model_;
+};
+fs::path* ToolsFixture::dir_ = nullptr;
+std::string* ToolsFixture::model_ = nullptr;
+
+TEST_F(ToolsFixture, ZeroShotOnAnImageFolderBeatsChanceAndWritesTheConfusionMatrix) {
+  const fs::path& d = *dir_;
+  auto r = run_cli("zeroshot" + m() + " --data " + (d / "imgs").string() + " --templates " + (d / "templates.txt").string() +
+                   " --json --confusion " + (d / "conf").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const double top1 = number_after(r.out, "top1");
+  std::cout << "[ tools ] zero-shot top-1 on 96 images of 4 colours: " << top1 << " (chance 0.25)\n";
+  EXPECT_GE(top1, 0.75) << r.out.substr(0, 2000);
+  EXPECT_DOUBLE_EQ(number_after(r.out, "top5"), 1.0);  // 4 classes: always within the top 5
+  EXPECT_NE(r.out.find("\"per_class\": {\"blue\": "), std::string::npos);
+  EXPECT_TRUE(fs::file_size(d / "conf.png") > 1000);
+  std::ifstream conf(d / "conf.csv");
+  std::string header;
+  std::getline(conf, header);
+  EXPECT_EQ(header, "true/predicted,blue,green,red,yellow");  // ImageFolder classes: sorted folder names
+  // A saved classifier gives the same answers; CSV output has one row per image.
+  r = run_cli("zeroshot" + m() + " --classes red,green,blue,yellow --templates " + (d / "templates.txt").string() +
+              " --save-classifier " + (d / "clf.safetensors").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto a = run_cli("zeroshot" + m() + " --classes red,green,blue,yellow --templates " + (d / "templates.txt").string() +
+                   " --images " + (d / "imgs").string() + " --csv --top-k 2");
+  auto b = run_cli("zeroshot" + m() + " --classifier " + (d / "clf.safetensors").string() + " --images " + (d / "imgs").string() +
+                   " --csv --top-k 2");
+  ASSERT_EQ(a.code, 0) << a.out;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(std::count(a.out.begin(), a.out.end(), '\n'), 97);
+  EXPECT_EQ(a.out.substr(0, a.out.find('\n')), "path,label,class_1,prob_1,class_2,prob_2");
+  // Default templates (OpenAI's 80) and an unknown folder name.
+  r = run_cli("zeroshot" + m() + " --classes red,green --data " + (d / "imgs").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("folder matches no class name"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("red, green"), std::string::npos) << r.out;
+}
+
+TEST_F(ToolsFixture, SearchFindsTheNamedColourAndTheGalleryLoadsInChromium) {
+  const fs::path& d = *dir_;
+  const std::string idx = (d / "all.idx").string();
+  auto r = run_cli("index" + m() + " --images " + (d / "imgs").string() + " --out " + idx);
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* colour : kColours) {
+    r = run_cli("search --index " + idx + m() + " --query 'a photo of a " + colour + " square' --k 10 --json");
+    ASSERT_EQ(r.code, 0) << r.out;
+    int hits = 0;
+    for (size_t p = r.out.find(std::string("/") + colour + "/"); p != std::string::npos;
+         p = r.out.find(std::string("/") + colour + "/", p + 1))
+      ++hits;
+    std::cout << "[ tools ] search '" << colour << "': " << hits << " of the top 10 are " << colour << "\n";
+    EXPECT_GE(hits, 8) << r.out;
+  }
+  // Queries from stdin, an image query (its own file comes first), contact sheet and gallery.
+  std::ofstream(d / "queries.txt") << "a photo of a red square\na photo of a blue square\n";
+  r = run_cli("search --index " + idx + m() + " --k 3 --json < " + (d / "queries.txt").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"query\": \"a photo of a blue square\""), std::string::npos) << r.out;
+  const std::string probe = (d / "imgs" / "green" / "3.png").string();
+  r = run_cli("search --index " + idx + m() + " --image " + probe + " --k 1 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"rank\": 1, \"score\": 1.0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(probe), std::string::npos) << r.out;
+  const std::string html = (d / "gallery.html").string(), png = (d / "grid.png").string();
+  r = run_cli("search --index " + idx + m() + " --query 'a photo of a yellow square' --k 10 --gallery " + html + " --grid " + png);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_GT(fs::file_size(png), 1000u);
+  auto dom = test::run_shell("chromium --headless --no-sandbox --disable-gpu --virtual-time-budget=5000 --dump-dom file://" + html);
+  ASSERT_EQ(dom.code, 0) << "headless Chromium failed (installed by scripts/setup.sh):\n" << dom.out;
+  std::smatch loaded;
+  ASSERT_TRUE(std::regex_search(dom.out, loaded, std::regex("data-loaded=\"([0-9]+)/([0-9]+)\""))) << dom.out.substr(0, 3000);
+  std::cout << "[ tools ] Chromium loaded " << loaded[1] << " of " << loaded[2] << " gallery images\n";
+  EXPECT_EQ(loaded[1], "10");
+  EXPECT_EQ(loaded[2], "10");
+}
+
+TEST_F(ToolsFixture, AnUpdatedIndexEqualsOneBuiltFromScratch) {
+  const fs::path& d = *dir_;
+  const fs::path lib = d / "library";
+  fs::create_directories(lib);
+  for (int i = 0; i < 10; ++i) fs::copy_file(d / "imgs" / "red" / (std::to_string(i) + ".png"), lib / ("r" + std::to_string(i) + ".png"));
+  std::ofstream(lib / "broken.jpg") << "not a jpeg";
+  const std::string inc = (d / "inc.idx").string(), scratch = (d / "scratch.idx").string();
+  auto r = run_cli("index" + m() + " --images " + lib.string() + " --out " + inc + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("broken.jpg"), std::string::npos) << r.out;  // bad files are listed
+  EXPECT_EQ(number_after(r.out, "total"), 10);
+  // Add five, remove three: only the five are embedded, the three are pruned.
+  for (int i = 0; i < 5; ++i) fs::copy_file(d / "imgs" / "blue" / (std::to_string(i) + ".png"), lib / ("b" + std::to_string(i) + ".png"));
+  for (int i = 0; i < 3; ++i) fs::remove(lib / ("r" + std::to_string(i) + ".png"));
+  r = run_cli("index" + m() + " --images " + lib.string() + " --out " + inc + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(number_after(r.out, "embedded"), 5) << r.out;
+  EXPECT_EQ(number_after(r.out, "kept"), 7) << r.out;
+  EXPECT_EQ(number_after(r.out, "pruned"), 3) << r.out;
+  EXPECT_EQ(number_after(r.out, "total"), 12) << r.out;
+  r = run_cli("index" + m() + " --images " + lib.string() + " --out " + scratch + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto a = load_safetensors(inc), b = load_safetensors(scratch);
+  for (const char* t : {"embeddings", "paths", "path_offsets", "stats"}) EXPECT_TRUE(a.tensors[t].equal(b.tensors[t])) << t;
+  EXPECT_EQ(a.metadata["model_fingerprint"], b.metadata["model_fingerprint"]);
+  // Another model's index is refused by search and by index.
+  auto other = load_model_dir(*model_);
+  {
+    torch::NoGradGuard g;
+    other.model->logit_scale.add_(0.5);
+  }
+  const fs::path other_dir = d / "other-model";
+  fs::create_directories(other_dir);
+  save_model_dir(other_dir.string(), other.model, other.tokenizer_spec);
+  r = run_cli("search --index " + inc + " --model " + other_dir.string() + " --query red");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("this index was built by model"), std::string::npos) << r.out;
+  r = run_cli("index --model " + other_dir.string() + " --images " + lib.string() + " --out " + inc);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("built by another model"), std::string::npos) << r.out;
+}
+
+TEST_F(ToolsFixture, EmbedWritesNpyAndSafetensorsInInputOrder) {
+  const fs::path& d = *dir_;
+  const std::string npy = (d / "e.npy").string(), st = (d / "t.safetensors").string();
+  auto r = run_cli("embed" + m() + " --images " + (d / "imgs" / "green").string() + " " + (d / "imgs" / "red" / "0.png").string() +
+                   " --out " + npy);
+  ASSERT_EQ(r.code, 0) << r.out;
+  // numpy reads it: 25 unit rows of 16, the sidecar lists the inputs in the same order.
+  r = test::run_shell("python3 -c \"import numpy as np, json; e = np.load('" + npy + "'); s = json.load(open('" + npy +
+                        ".json')); print(e.shape, e.dtype, round(float(np.abs(np.linalg.norm(e, axis=1) - 1).max()), 4), "
+                        "s['count'], s['inputs'][-1].endswith('red/0.png'))\"");
+  EXPECT_EQ(r.out, "(25, 16) float32 0.0 25 True\n") << r.out;
+  std::ofstream(d / "texts.txt") << "a photo of a red square\na photo of a blue square\n";
+  r = run_cli("embed" + m() + " --texts " + (d / "texts.txt").string() + " --out " + st);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto t = load_safetensors(st).tensors.at("embeddings");
+  EXPECT_EQ(t.sizes(), at::IntArrayRef({2, 16}));
+  r = run_cli("embed" + m() + " --texts " + (d / "texts.txt").string() + " --out " + (d / "x.csv").string());
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.out.find(".npy or .safetensors"), std::string::npos) << r.out;
+}
+
+TEST(BenchSearch, SmallIndexIsExact) {
+  auto r = run_cli("bench search --rows 20000 --dim 64 --queries 3 --no-compare --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"exact\": true"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace torchclip
