@@ -94,12 +94,7 @@ int zeroshot_main(const Argv& argv) {
     std::string header = "path,label";
     for (int64_t k = 1; k <= K; ++k) header += fmt::format(",class_{},prob_{}", k, k);
     fmt::print("{}\n", header);
-    auto field = [](const std::string& s) {
-      if (s.find_first_of(",\"\n") == std::string::npos) return s;
-      std::string q = "\"";
-      for (char ch : s) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-      return q + "\"";
-    };
+    const auto& field = csv_field;
     for (int64_t i = 0; i < N; ++i) {
       std::string row = field(name_of(i)) + "," + (e.labels[i] >= 0 ? field(classes[e.labels[i]]) : "");
       for (int64_t k = 0; k < K; ++k) row += fmt::format(",{},{:.6f}", field(classes[ti[i * K + k]]), tp[i * K + k]);

@@ -159,7 +159,8 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
   std::vector<std::string> keep_paths, to_embed;
   std::vector<std::pair<int64_t, int64_t>> to_embed_stats;
   std::unordered_map<std::string, std::pair<int64_t, int64_t>> stat_of;
-  const int64_t* old_stats = old.size() ? old.stats.contiguous().data_ptr<int64_t>() : nullptr;
+  const at::Tensor old_stat_rows = old.size() ? old.stats.contiguous() : at::Tensor();  // [N, 2], kept alive
+  const int64_t* old_stats = old.size() ? old_stat_rows.data_ptr<int64_t>() : nullptr;
   for (const auto& f : files) {
     const auto st = file_stat(f);
     stat_of[f] = st;

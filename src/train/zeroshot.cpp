@@ -209,13 +209,15 @@ ZeroShotReport zero_shot_report(const at::Tensor& probs, const std::vector<int64
   return r;
 }
 
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char ch : s) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return q + "\"";
+}
+
 void write_confusion_csv(const ZeroShotReport& r, const std::vector<std::string>& classes, const std::string& path) {
-  auto field = [](const std::string& s) {
-    if (s.find_first_of(",\"\n") == std::string::npos) return s;
-    std::string q = "\"";
-    for (char ch : s) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-    return q + "\"";
-  };
+  const auto& field = csv_field;
   std::string out = "true/predicted";
   for (const auto& c : classes) out += "," + field(c);
   out += "\n";

@@ -44,6 +44,9 @@ struct ZeroShotReport {
 /// probs [N, C] and labels [N] (-1: unlabelled, skipped).
 ZeroShotReport zero_shot_report(const at::Tensor& probs, const std::vector<int64_t>& labels);
 
+/// `s` as one CSV field: quoted (quotes doubled) when it holds a comma, quote or line break.
+std::string csv_field(const std::string& s);
+
 /// The confusion matrix as CSV (header row of predicted classes, one row per true class).
 void write_confusion_csv(const ZeroShotReport& r, const std::vector<std::string>& classes, const std::string& path);
 /// A heatmap of the row-normalised confusion matrix with class names and counts.
