@@ -166,8 +166,13 @@ TEST_F(ToolsFixture, AnUpdatedIndexEqualsOneBuiltFromScratch) {
   EXPECT_EQ(number_after(r.out, "kept"), 7) << r.out;
   EXPECT_EQ(number_after(r.out, "pruned"), 3) << r.out;
   EXPECT_EQ(number_after(r.out, "total"), 12) << r.out;
-  r = run_cli("index" + m() + " --images " + lib.string() + " --out " + scratch + " --json");
+  r = run_cli("index" + m() + " --images " + lib.string() + " --out " + scratch + " --measure-model --json");
   ASSERT_EQ(r.code, 0) << r.out;
+  // The build reports its wait for data and the model's own rate on a decoded batch.
+  const double wait = number_after(r.out, "data_wait_seconds"), secs = number_after(r.out, "seconds");
+  EXPECT_GE(wait, 0) << r.out;
+  EXPECT_LE(wait, secs) << r.out;
+  EXPECT_GT(number_after(r.out, "model_images_per_second"), 0) << r.out;
   auto a = load_safetensors(inc), b = load_safetensors(scratch);
   for (const char* t : {"embeddings", "paths", "path_offsets", "stats"}) EXPECT_TRUE(a.tensors[t].equal(b.tensors[t])) << t;
   EXPECT_EQ(a.metadata["model_fingerprint"], b.metadata["model_fingerprint"]);

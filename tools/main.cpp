@@ -29,7 +29,7 @@ commands:
                 PREFIX.csv and PREFIX.png confusion matrix
   embed         --model DIR (--images PATH... | --data SOURCE | --texts FILE|-) --out FILE.npy|FILE.safetensors
                 [--dtype fp32|fp16]   normalised embeddings in input order; FILE.json lists the inputs
-  index         --model DIR (--images PATH... | --data SOURCE) --out INDEX [--dtype fp16|fp32] [--json]
+  index         --model DIR (--images PATH... | --data SOURCE) --out INDEX [--dtype fp16|fp32] [--measure-model] [--json]
                 embeds images into a searchable index; rerun to add new/changed files and prune vanished ones
   search        --index INDEX --model DIR [--query TEXT ... | --image PATH] [--k 10] [--json]
                 [--gallery out.html] [--grid out.png]   exact top-k; queries from stdin when none given

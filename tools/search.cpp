@@ -82,7 +82,8 @@ int index_main(const Argv& argv) {
   o.dtype(args.get("dtype", o.dtype()))
       .workers(args.get_int("workers", o.workers()))
       .batch_size(args.get_int("batch", o.batch_size()))
-      .resize(args.get("resize", o.resize()));
+      .resize(args.get("resize", o.resize()))
+      .measure_model(args.flag("measure-model"));
   const bool json = args.flag("json");
   o.progress(!json);
   auto csv = csv_flags(args);
@@ -97,6 +98,12 @@ int index_main(const Argv& argv) {
   }
   fmt::print("index {}: {} images ({} embedded at {:.1f} images/s, {} kept, {} pruned) in {:.1f} s\n", out, r.total, r.embedded,
              r.embed_images_per_second, r.kept, r.pruned, r.seconds);
+  if (r.embedded)
+    fmt::print("waited for data {:.2f} s ({:.1f}% of embedding time){}\n", r.data_wait_seconds, 100 * r.data_wait_share,
+               r.model_images_per_second > 0
+                   ? fmt::format("; model alone {:.1f} images/s, so the build ran at {:.0f}% of it", r.model_images_per_second,
+                                 100 * r.embed_images_per_second / r.model_images_per_second)
+                   : "");
   if (!r.skipped.empty()) {
     fmt::print("skipped {} unusable files:\n", r.skipped.size());
     for (const auto& s : r.skipped) fmt::print("  {}\n", s);

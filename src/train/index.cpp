@@ -116,8 +116,10 @@ std::string IndexReport::to_json() const {
   std::vector<std::string> q;
   for (const auto& s : skipped) q.push_back(json_quote(s));
   return fmt::format("{{\"total\": {}, \"embedded\": {}, \"kept\": {}, \"pruned\": {}, \"skipped\": [{}], \"seconds\": {:.3f}, "
-                     "\"embed_images_per_second\": {:.2f}}}",
-                     total, embedded, kept, pruned, fmt::join(q, ", "), seconds, embed_images_per_second);
+                     "\"embed_images_per_second\": {:.2f}, \"data_wait_seconds\": {:.3f}, \"data_wait_share\": {:.4f}, "
+                     "\"model_images_per_second\": {:.2f}}}",
+                     total, embedded, kept, pruned, fmt::join(q, ", "), seconds, embed_images_per_second, data_wait_seconds,
+                     data_wait_share, model_images_per_second);
 }
 
 IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, const std::string& data,
@@ -191,7 +193,9 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
     Progress bar("index", todo, "img");
     const auto e0 = std::chrono::steady_clock::now();
     loader.start_epoch(0);
+    at::Tensor probe;  // one decoded batch, for measure_model
     for (data::Batch b; loader.next(b);) {
+      if (o.measure_model() && !probe.defined()) probe = b.images;
       parts.push_back(m.model->encode_image(b.images, /*normalize=*/true));
       for (size_t i = 0; i < b.origins.size(); ++i)
         new_paths.push_back(b.image_paths[i].empty() ? b.origins[i] : b.image_paths[i]);
@@ -201,6 +205,19 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
     const double es = std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
     r.embedded = static_cast<int64_t>(new_paths.size());
     r.embed_images_per_second = es > 0 ? r.embedded / es : 0;
+    r.data_wait_seconds = loader.stats().wait_seconds;
+    r.data_wait_share = es > 0 ? r.data_wait_seconds / es : 0;
+    if (probe.defined()) {
+      // The model alone, on every core (the loader has finished): best of 3 after a warm-up.
+      double best = std::numeric_limits<double>::infinity();
+      for (int it = 0; it < 4; ++it) {
+        const auto p0 = std::chrono::steady_clock::now();
+        m.model->encode_image(probe, /*normalize=*/true);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count();
+        if (it > 0) best = std::min(best, s);
+      }
+      r.model_images_per_second = probe.size(0) / best;
+    }
     // Unusable files: everything asked for that did not come back.
     std::set<std::string> got(new_paths.begin(), new_paths.end());
     const auto& st = loader.stats();

@@ -35,12 +35,19 @@ struct IndexOptions {
   TORCH_ARG(int64_t, workers) = 2;
   TORCH_ARG(std::string, resize) = "pil";
   TORCH_ARG(bool, progress) = true;
+  // After the build, re-time the model alone on one already-decoded batch (no I/O, no decoding),
+  // so the report can say how close the build came to the model's own embedding speed.
+  TORCH_ARG(bool, measure_model) = false;
 };
 
 struct IndexReport {
   int64_t total = 0, embedded = 0, kept = 0, pruned = 0;
   std::vector<std::string> skipped;  // "path: reason"
   double seconds = 0, embed_images_per_second = 0;
+  // Time the embedding loop spent blocked on the loader (reading + decoding not yet done), and
+  // its share of the embedding time: near 0 means the build ran at the model's speed.
+  double data_wait_seconds = 0, data_wait_share = 0;
+  double model_images_per_second = 0;  // measure_model: encode_image alone, 0 when not measured
   std::string to_json() const;
 };
 
