@@ -83,6 +83,11 @@ TEST(TrainConfig, ErrorsNameFileKeyAndChoices) {
   m = error_of([&] { load_train_config(c.path("model: tiny\ndata: {train: x.csv, resize: lanczos}\n")); });
   EXPECT_NE(m.find("data.resize"), std::string::npos) << m;
   EXPECT_NE(m.find("pil, fast"), std::string::npos) << m;
+  m = error_of([&] { load_train_config(c.path("model: tiny\ndata: {train: x.csv}\ndist: {backend: mpi}\n")); });
+  EXPECT_NE(m.find("dist.backend"), std::string::npos) << m;
+  EXPECT_NE(m.find("auto, gloo, nccl"), std::string::npos) << m;
+  m = error_of([&] { load_train_config(c.path("model: tiny\ndata: {train: x.csv}\n"), {"dist.timeout_seconds=0"}); });
+  EXPECT_NE(m.find("dist.timeout_seconds"), std::string::npos) << m;
 }
 
 TEST(Search, ExactTopKMatchesBruteForceInBothDtypes) {

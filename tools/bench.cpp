@@ -1,10 +1,18 @@
 #include "bench/bench_data.h"
 #include "bench/bench_model.h"
 #include "bench/bench_search.h"
+#include "dist/dist.h"
+#include "dist/launch.h"
+#include "io/fsutil.h"
 #include "subcommands.h"
 #include "util/args.h"
+#include "util/json.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
 
 namespace torchclip::tools {
 
@@ -43,6 +51,56 @@ int bench_search_main(Args& args) {
   return 0;
 }
 
+namespace {
+
+/// `bench train --nproc N`: baselines in this process, then N ranks of the same command; rank 0
+/// leaves its result in a file this process reads back.
+int bench_train_scaling(const Argv& argv, BenchModelOptions o, int64_t nproc, bool json) {
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t per_rank = o.threads() > 0 ? o.threads() : std::max<int64_t>(1, cores / nproc);
+  o.optimizer_step(true);
+  BenchScalingResult r;
+  r.one_process_samples_per_second = bench_model(BenchModelOptions(o).threads(0)).samples_per_second;
+  r.one_rank_samples_per_second = bench_model(BenchModelOptions(o).threads(per_rank)).samples_per_second;
+  const std::string result = (std::filesystem::temp_directory_path() /
+                              fmt::format("torchclip_bench_ranks_{}.json", ::getpid())).string();
+  std::vector<std::string> cmd = {std::filesystem::read_symlink("/proc/self/exe").string()};
+  for (size_t i = 0; i < argv.size(); ++i) {
+    if (argv[i] == "--nproc" || argv[i] == "--threads") {
+      ++i;
+      continue;
+    }
+    cmd.push_back(argv[i]);
+  }
+  cmd.insert(cmd.begin() + 1, "bench");
+  for (const auto& a : {std::string("--threads"), std::to_string(per_rank), std::string("--rank-result"), result})
+    cmd.push_back(a);
+  dist::LaunchOptions lo;
+  lo.nproc = static_cast<int>(nproc);
+  const int rc = dist::launch_local(cmd, lo);
+  if (rc != 0) throw std::runtime_error(fmt::format("bench train --nproc {}: a rank failed (exit {})", nproc, rc));
+  const std::string j = read_file(result);
+  std::filesystem::remove(result);
+  BenchModelResult& k = r.ranks;
+  k.config = o.config();
+  k.precision = o.precision();
+  k.device = o.device();
+  k.batch = o.batch();
+  k.iters = o.iters();
+  k.optimizer_step = true;
+  k.threads = static_cast<int64_t>(json_number(j, "threads"));
+  k.world_size = static_cast<int64_t>(json_number(j, "world_size"));
+  k.samples_per_second = json_number(j, "samples_per_second");
+  k.step_seconds_median = json_number(j, "step_seconds_median");
+  k.step_seconds_min = json_number(j, "step_seconds_min");
+  k.allreduce_seconds_median = json_number(j, "allreduce_seconds_median");
+  k.loss = json_number(j, "loss");
+  fmt::print("{}\n", json ? r.to_json() : r.to_text());
+  return 0;
+}
+
+}  // namespace
+
 int bench_main(const Argv& argv) {
   const std::string target = argv.empty() ? "" : argv[0];
   Args args(Argv(argv.empty() ? argv.begin() : argv.begin() + 1, argv.end()));
@@ -59,8 +117,22 @@ int bench_main(const Argv& argv) {
       .device(args.get("device", o.device()))
       .threads(args.get_int("threads", o.threads()));
   const bool json = args.flag("json");
+  const int64_t nproc = args.get_int("nproc", 1);
+  const std::string rank_result = args.get("rank-result", "");
   o.progress(!json);
   args.finish();
+  const auto env = dist::Env::from_environment();
+  if (target == "train" && env.distributed()) {
+    // One rank of `bench train --nproc N` (or of torchrun running bench train).
+    auto group = dist::Group::init(env, dist::GroupOptions().cuda(o.device() == "cuda"));
+    BenchModelResult r = bench_model(BenchModelOptions(o).optimizer_step(true).group(group).progress(env.rank == 0 && !json));
+    if (env.rank == 0) {
+      if (!rank_result.empty()) write_file_atomic(rank_result, to_json(r));
+      else fmt::print("{}\n", json ? to_json(r) : to_text(r));
+    }
+    return 0;
+  }
+  if (target == "train" && nproc > 1) return bench_train_scaling(argv, o, nproc, json);
   if (target == "train") {
     BenchTrainResult r = bench_train(o);
     fmt::print("{}\n", json ? r.to_json() : r.to_text());

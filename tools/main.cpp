@@ -15,9 +15,11 @@ namespace {
 const char* kUsage = R"(usage: torchclip <command> [flags]
 
 commands:
-  train         --config FILE [--out RUN_DIR] [--resume auto|CHECKPOINT] [--set key=value ...]
+  train         --config FILE [--out RUN_DIR] [--resume auto|CHECKPOINT] [--set key=value ...] [--nproc N]
                 pretrains a CLIP; writes RUN_DIR/{train_config.yaml, metrics.jsonl, plot.png, checkpoints/}.
                 Exit code 5: stopped by SIGINT/SIGTERM after saving a checkpoint.
+                Data parallel (c10d): --nproc N starts N local ranks; under torchrun/srun it reads
+                RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (see README, "Multi-node").
   eval          --model DIR --data SOURCE [--classes FILE --templates FILE] [--resize pil|fast] [--json] [--csv-... flags]
                 zero-shot top-1/top-5 and image<->text retrieval (R@1/5/10, mean/median rank);
                 with --query TEXT [--query ...] [--k 8] [--grid out.png]: the data's images closest to each text
@@ -46,8 +48,9 @@ commands:
   bench model   --config NAME|FILE [--batch N] [--iters N] [--warmup N] [--precision fp32|bf16]
                 [--device cpu|cuda] [--threads N] [--json]
                 forward+backward samples/s, model FLOPs and utilisation against this machine's matmul rate
-  bench train   --config NAME|FILE [--batch N] [--iters N] [--precision fp32|bf16] [--threads N] [--json]
-                a whole training step (with AdamW) for torchclip and open_clip on the same model, and the ratio
+  bench train   --config NAME|FILE [--batch N] [--iters N] [--precision fp32|bf16] [--threads N] [--nproc N] [--json]
+                a whole training step (with AdamW) for torchclip and open_clip on the same model, and the ratio;
+                with --nproc N: N data-parallel ranks (batch per rank) against 1 process, scaling efficiency
   bench data    [--images N] [--workers N] [--batch N] [--size S] [--resize pil|fast] [--dir DIR] [--data CSV]
                 [--no-compare] [--json]
                 images/s of torchclip's loader and of open_clip's Python pipeline on the same JPEGs

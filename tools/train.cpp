@@ -1,12 +1,33 @@
+#include "dist/dist.h"
+#include "dist/launch.h"
 #include "subcommands.h"
 #include "train/trainer.h"
 #include "util/args.h"
 
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 namespace torchclip::tools {
+
+namespace {
+
+/// `torchclip train ARGS` without --nproc, as each rank runs it.
+std::vector<std::string> rank_command(const Argv& argv) {
+  std::vector<std::string> cmd = {std::filesystem::read_symlink("/proc/self/exe").string(), "train"};
+  for (size_t i = 0; i < argv.size(); ++i) {
+    if (argv[i] == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (argv[i].rfind("--nproc=", 0) == 0) continue;
+    cmd.push_back(argv[i]);
+  }
+  return cmd;
+}
+
+}  // namespace
 
 int train_main(const Argv& argv) {
   Args args(argv);
@@ -15,11 +36,23 @@ int train_main(const Argv& argv) {
   run.out_dir(args.get("out", "runs/" + std::filesystem::path(config).stem().string()))
       .resume(args.get("resume", ""))
       .stop_after(args.get_int("stop-after", 0));
+  const int64_t nproc = args.get_int("nproc", 1);
   auto overrides = args.get_all("set");
   args.finish();
+  if (nproc < 1) throw UsageError(fmt::format("--nproc must be >= 1, got {}", nproc));
+  const auto env = dist::Env::from_environment();
+  if (nproc > 1) {
+    if (env.distributed())
+      throw UsageError("--nproc starts its own ranks; it cannot be used under a launcher that set WORLD_SIZE (torchrun, srun)");
+    load_train_config(config, overrides);  // a bad config fails once, here, not in every rank
+    dist::LaunchOptions lo;
+    lo.nproc = static_cast<int>(nproc);
+    return dist::launch_local(rank_command(argv), lo);
+  }
   auto cfg = load_train_config(config, overrides);
   auto r = train(cfg, run);
   if (r.interrupted) return kExitInterrupted;
+  if (env.rank != 0) return 0;
   fmt::print("trained {} steps in {:.1f} s of training steps{}\n", r.steps, r.train_seconds,
              r.nonfinite_steps ? fmt::format(" ({} non-finite steps skipped)", r.nonfinite_steps) : "");
   fmt::print("model (checkpoint): {}\nmetrics: {}/metrics.jsonl\nplot: {}/plot.png\n", r.checkpoint, run.out_dir(),

@@ -1,5 +1,6 @@
 #include "bench/bench_model.h"
 
+#include "dist/dist.h"
 #include "loss/loss.h"
 #include "model/clip.h"
 #include "io/fsutil.h"
@@ -70,6 +71,12 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   model->to(device);
   model->train();
   auto loss_fn = make_loss("clip");
+  std::unique_ptr<dist::GradientAverager> averager;
+  if (o.group()) {
+    loss_fn->set_distributed(std::make_shared<dist::GroupGather>(o.group()),
+                             DistributedLossOptions().local_loss(true).gather_with_grad(true));
+    averager = std::make_unique<dist::GradientAverager>(o.group(), model->parameters());
+  }
   std::unique_ptr<torch::optim::AdamW> optimizer;
   if (o.optimizer_step()) {
     optimizer = std::make_unique<torch::optim::AdamW>(
@@ -101,7 +108,8 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   r.train_flops_per_sample = 3 * r.forward_flops_per_sample;
   r.optimizer_step = o.optimizer_step();
 
-  std::vector<double> times;
+  r.world_size = o.group() ? o.group()->world_size() : 1;
+  std::vector<double> times, reduce_times;
   Progress progress(fmt::format("bench {} b{}", o.config(), B), o.warmup() + o.iters(), "step",
                     stderr);
   for (int64_t i = 0; i < o.warmup() + o.iters(); ++i) {
@@ -115,6 +123,11 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
       loss = loss_fn->forward({out.image_features, out.text_features, out.logit_scale, out.logit_bias});
     }
     loss.backward();
+    if (averager) {
+      auto a0 = Clock::now();
+      averager->average();
+      if (i >= o.warmup()) reduce_times.push_back(std::chrono::duration<double>(Clock::now() - a0).count());
+    }
     if (optimizer) {
       optimizer->step();
       model->clamp_logit_scale();
@@ -129,10 +142,16 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   std::sort(times.begin(), times.end());
   r.step_seconds_median = times[times.size() / 2];
   r.step_seconds_min = times.front();
-  r.samples_per_second = B / r.step_seconds_median;
+  r.samples_per_second = B * r.world_size / r.step_seconds_median;
+  if (!reduce_times.empty()) {
+    std::sort(reduce_times.begin(), reduce_times.end());
+    r.allreduce_seconds_median = reduce_times[reduce_times.size() / 2];
+  }
   r.achieved_gflops = r.train_flops_per_sample * r.samples_per_second / 1e9;
-  r.matmul_gflops = measure_matmul_gflops(o.device(), o.precision());
-  r.utilisation = r.achieved_gflops / r.matmul_gflops;
+  if (!o.group()) {  // ranks share the machine: its matmul rate is measured by one process
+    r.matmul_gflops = measure_matmul_gflops(o.device(), o.precision());
+    r.utilisation = r.achieved_gflops / r.matmul_gflops;
+  }
   return r;
 }
 
@@ -176,15 +195,37 @@ std::string BenchTrainResult::to_text() const {
   return s;
 }
 
+std::string BenchScalingResult::to_json() const {
+  return fmt::format("{{\"ranks\": {}, \"one_rank_samples_per_second\": {:.4f}, \"one_process_samples_per_second\": {:.4f}, "
+                     "\"efficiency\": {:.4f}, \"vs_one_process\": {:.4f}}}",
+                     torchclip::to_json(ranks), one_rank_samples_per_second, one_process_samples_per_second, efficiency(),
+                     one_process_samples_per_second > 0 ? ranks.samples_per_second / one_process_samples_per_second : 0);
+}
+
+std::string BenchScalingResult::to_text() const {
+  const int64_t n = ranks.world_size;
+  return fmt::format(
+      "model {} ({}), training step, batch {} per rank, {} timed steps\n"
+      "  {} ranks x {} threads       {:>10.2f} samples/s   (median step {:.1f} ms, gradient all-reduce {:.1f} ms = {:.1f}%)\n"
+      "  1 process x {} threads      {:>10.2f} samples/s   -> scaling efficiency {:.1f}% (ideal: {} x this)\n"
+      "  1 process, all cores        {:>10.2f} samples/s   -> {} ranks give {:.2f}x its throughput\n",
+      ranks.config, ranks.precision, ranks.batch, ranks.iters, n, ranks.threads, ranks.samples_per_second,
+      ranks.step_seconds_median * 1e3, ranks.allreduce_seconds_median * 1e3,
+      100 * ranks.allreduce_seconds_median / ranks.step_seconds_median, ranks.threads, one_rank_samples_per_second,
+      100 * efficiency(), n, one_process_samples_per_second, n,
+      one_process_samples_per_second > 0 ? ranks.samples_per_second / one_process_samples_per_second : 0);
+}
+
 std::string to_json(const BenchModelResult& r) {
   return fmt::format(
       "{{\"config\": {}, \"device\": \"{}\", \"precision\": \"{}\", \"batch\": {}, \"iters\": {}, "
       "\"threads\": {}, \"parameters\": {}, \"step_seconds_median\": {:.6f}, \"step_seconds_min\": {:.6f}, "
       "\"samples_per_second\": {:.4f}, \"forward_flops_per_sample\": {}, \"train_flops_per_sample\": {}, "
-      "\"achieved_gflops\": {:.3f}, \"matmul_gflops\": {:.3f}, \"utilisation\": {:.4f}, \"loss\": {:.6f}}}",
+      "\"achieved_gflops\": {:.3f}, \"matmul_gflops\": {:.3f}, \"utilisation\": {:.4f}, \"loss\": {:.6f}, "
+      "\"world_size\": {}, \"allreduce_seconds_median\": {:.6f}}}",
       json_quote(r.config), r.device, r.precision, r.batch, r.iters, r.threads, r.parameters, r.step_seconds_median,
       r.step_seconds_min, r.samples_per_second, r.forward_flops_per_sample, r.train_flops_per_sample,
-      r.achieved_gflops, r.matmul_gflops, r.utilisation, r.loss);
+      r.achieved_gflops, r.matmul_gflops, r.utilisation, r.loss, r.world_size, r.allreduce_seconds_median);
 }
 
 std::string to_text(const BenchModelResult& r) {

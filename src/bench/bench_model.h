@@ -5,9 +5,14 @@
 #include <torch/arg.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace torchclip {
+
+namespace dist {
+class Group;
+}
 
 struct BenchModelOptions {
   /// A configs/models name or a YAML path.
@@ -25,6 +30,9 @@ struct BenchModelOptions {
   TORCH_ARG(bool, progress) = true;
   /// Include the AdamW update and logit_scale clamp (a whole training step).
   TORCH_ARG(bool, optimizer_step) = false;
+  /// Data parallel: this rank's batch is `batch`; the loss gathers features from every rank
+  /// (local_loss + gather_with_grad) and gradients are averaged in buckets after backward.
+  TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
 };
 
 struct BenchModelResult {
@@ -40,6 +48,8 @@ struct BenchModelResult {
   double utilisation = 0;       // achieved / matmul
   double loss = 0;              // last step's clip loss, as a sanity check
   bool optimizer_step = false;  // the timed step included the AdamW update
+  int64_t world_size = 1;       // ranks; samples_per_second counts the whole job's samples
+  double allreduce_seconds_median = 0;  // per step, gradient averaging only (world_size > 1)
 };
 
 BenchModelResult bench_model(const BenchModelOptions& options);
@@ -55,6 +65,21 @@ struct BenchTrainResult {
   std::string to_text() const;
 };
 BenchTrainResult bench_train(BenchModelOptions options, const std::string& python = "python3");
+
+/// `torchclip bench train --nproc N` on one machine: the training step of N ranks (each with
+/// `batch` samples and cores / N threads) against one process with the same per-rank batch,
+/// once with the same threads per rank and once with all cores.
+struct BenchScalingResult {
+  BenchModelResult ranks;            // rank 0's view of the N-rank job
+  double one_rank_samples_per_second = 0;   // 1 process, cores / N threads
+  double one_process_samples_per_second = 0;  // 1 process, all cores
+  /// ranks / (N x one rank): weak-scaling efficiency with equal resources per rank.
+  double efficiency() const {
+    return one_rank_samples_per_second > 0 ? ranks.samples_per_second / (ranks.world_size * one_rank_samples_per_second) : 0;
+  }
+  std::string to_json() const;
+  std::string to_text() const;
+};
 
 /// Square matmul rate in GFLOP/s on `device` in `precision` (best of a few timed runs).
 double measure_matmul_gflops(const std::string& device, const std::string& precision, int64_t n = 1024);

@@ -116,12 +116,14 @@ std::string save_checkpoint(const std::string& root, CLIP& model, torch::optim::
     st["step/" + pname] = at::scalar_tensor(s.step(), at::kLong);
   }
   st["rng/cpu"] = at::detail::getDefaultCPUGenerator().get_state();
-  save_safetensors((tmp / "trainer.safetensors").string(), st,
-                   {{"step", std::to_string(state.step)}, {"epoch", std::to_string(state.epoch)},
-                    {"loader", state.loader_state}, {"nonfinite_in_row", std::to_string(state.nonfinite_in_row)},
-                    {"nonfinite_total", std::to_string(state.nonfinite_total)},
-                    {"samples_seen", std::to_string(state.samples_seen)},
-                    {"train_seconds", fmt::format("{:.17g}", state.train_seconds)}});
+  TORCH_CHECK(!state.loader_states.empty(), "save_checkpoint: no loader state");
+  std::map<std::string, std::string> meta = {
+      {"step", std::to_string(state.step)}, {"epoch", std::to_string(state.epoch)},
+      {"world_size", std::to_string(state.loader_states.size())}, {"loader", state.loader_states[0]},
+      {"nonfinite_in_row", std::to_string(state.nonfinite_in_row)}, {"nonfinite_total", std::to_string(state.nonfinite_total)},
+      {"samples_seen", std::to_string(state.samples_seen)}, {"train_seconds", fmt::format("{:.17g}", state.train_seconds)}};
+  for (size_t r = 1; r < state.loader_states.size(); ++r) meta["loader/" + std::to_string(r)] = state.loader_states[r];
+  save_safetensors((tmp / "trainer.safetensors").string(), st, meta);
   // The manifest goes last: a folder without a valid one is never resumed from.
   std::string manifest = std::string(kManifestMagic) + "\n";
   std::vector<std::string> files;
@@ -213,7 +215,10 @@ TrainerState load_checkpoint(const std::string& dir, CLIP& model, torch::optim::
   auto meta = [&](const char* k) { return st.metadata.at(k); };
   s.step = std::stoll(meta("step"));
   s.epoch = std::stoll(meta("epoch"));
-  s.loader_state = meta("loader");
+  // Checkpoints from before distributed training have no world_size: one rank.
+  const int64_t world = st.metadata.count("world_size") ? std::stoll(meta("world_size")) : 1;
+  s.loader_states.push_back(meta("loader"));
+  for (int64_t r = 1; r < world; ++r) s.loader_states.push_back(meta(("loader/" + std::to_string(r)).c_str()));
   s.nonfinite_in_row = std::stoll(meta("nonfinite_in_row"));
   s.nonfinite_total = std::stoll(meta("nonfinite_total"));
   s.samples_seen = std::stoll(meta("samples_seen"));

@@ -45,7 +45,9 @@ void load_state_dict(CLIP& model, const std::map<std::string, at::Tensor>& weigh
 /// What the trainer needs back besides the model and optimizer.
 struct TrainerState {
   int64_t step = 0, epoch = 0;
-  std::string loader_state;
+  /// Each rank's loader position (LoaderState::to_string), in rank order; one entry when the run
+  /// was not distributed. Its size is the world size the checkpoint was written with.
+  std::vector<std::string> loader_states;
   int64_t nonfinite_in_row = 0, nonfinite_total = 0;
   int64_t samples_seen = 0;
   double train_seconds = 0;

@@ -58,6 +58,10 @@ void validate(const TrainConfig& c) {
   if (t.keep_checkpoints() < 1) invalid(c, "train.keep_checkpoints", "must be >= 1");
   if (t.max_nonfinite_steps() < 1) invalid(c, "train.max_nonfinite_steps", "must be >= 1");
   if (t.log_every() < 1) invalid(c, "train.log_every", "must be >= 1");
+  const DistCfg& x = c.dist();
+  if (!(x.timeout_seconds() > 0)) invalid(c, "dist.timeout_seconds", "must be > 0");
+  if (!(x.bucket_mb() > 0)) invalid(c, "dist.bucket_mb", "must be > 0");
+  if (x.check_every() < 0) invalid(c, "dist.check_every", "must be >= 0 (0: never)");
   if (c.loss().name() == "siglip" && !c.model().init_logit_bias())
     invalid(c, "loss.name", "siglip needs a model with init_logit_bias (e.g. -10) and init_logit_scale ln 10");
 }
@@ -146,6 +150,15 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
     t.get("log_every", x.log_every());
     t.finish();
   }
+  {
+    Reader t = r.child("dist");
+    DistCfg& x = c.dist();
+    t.get_choice("backend", x.backend(), {"auto", "gloo", "nccl"});
+    t.get("timeout_seconds", x.timeout_seconds());
+    t.get("bucket_mb", x.bucket_mb());
+    t.get("check_every", x.check_every());
+    t.finish();
+  }
   r.finish();
   validate(c);
   return c;
@@ -201,13 +214,15 @@ std::string to_yaml(const TrainConfig& c) {
       "schedule:\n  name: {}\n  warmup_steps: {}\n  cooldown_steps: {}\n  min_lr: {}\n"
       "train:\n  epochs: {}\n  steps: {}\n  precision: {}\n  grad_clip: {}\n  accum_steps: {}\n  seed: {}\n"
       "  threads: {}\n  eval_every: {}\n  checkpoint_every: {}\n  keep_checkpoints: {}\n  max_nonfinite_steps: {}\n"
-      "  log_every: {}\n",
+      "  log_every: {}\n"
+      "dist:\n  backend: {}\n  timeout_seconds: {}\n  bucket_mb: {}\n  check_every: {}\n",
       c.source(), c.model_name(), model, q(c.tokenizer()), q(d.train()), q(d.val()), q(d.csv_img_key()),
       q(d.csv_caption_key()), q(d.csv_label_key()), q(d.csv_separator()), q(d.classes()), q(d.templates()), d.batch_size(), d.workers(), d.shuffle_buffer(),
       d.scale()[0], d.scale()[1], d.resize(), d.max_consecutive_failures(), loss, o.lr(), o.betas()[0], o.betas()[1], o.eps(),
       o.weight_decay(), s.name(), s.warmup_steps(), s.cooldown_steps(), s.min_lr(), t.epochs(), t.steps(), t.precision(),
       t.grad_clip(), t.accum_steps(), t.seed(), t.threads(), t.eval_every(), t.checkpoint_every(), t.keep_checkpoints(),
-      t.max_nonfinite_steps(), t.log_every());
+      t.max_nonfinite_steps(), t.log_every(), c.dist().backend(), c.dist().timeout_seconds(), c.dist().bucket_mb(),
+      c.dist().check_every());
 }
 
 }  // namespace torchclip

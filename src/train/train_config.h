@@ -74,6 +74,18 @@ struct LoopCfg {
   TORCH_ARG(int64_t, log_every) = 10;
 };
 
+/// Data-parallel settings; used when a launcher (torchrun, srun, `--nproc`) sets WORLD_SIZE > 1.
+struct DistCfg {
+  /// "auto" (gloo on CPU, nccl on CUDA), "gloo" or "nccl".
+  TORCH_ARG(std::string, backend) = "auto";
+  /// Rendezvous and each collective fail after this many seconds (a dead or missing rank).
+  TORCH_ARG(double, timeout_seconds) = 300;
+  /// Gradient all-reduce bucket size.
+  TORCH_ARG(double, bucket_mb) = 25;
+  /// Every N steps, verify all ranks hold bit-identical parameters (0: never).
+  TORCH_ARG(int64_t, check_every) = 0;
+};
+
 struct TrainConfig {
   TORCH_ARG(std::string, source) = "<defaults>";
   /// The model config's name or path as written, and the parsed config.
@@ -85,6 +97,7 @@ struct TrainConfig {
   TORCH_ARG(OptimCfg, optim) = {};
   TORCH_ARG(ScheduleCfg, schedule) = {};
   TORCH_ARG(LoopCfg, train) = {};
+  TORCH_ARG(DistCfg, dist) = {};
 };
 
 /// Reads a training config, applying dotted overrides ("optim.lr=1e-3") first. Unknown keys,

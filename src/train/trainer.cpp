@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include "data/loader.h"
+#include "dist/dist.h"
 #include "io/fsutil.h"
 #include "loss/loss.h"
 #include "train/checkpoint.h"
@@ -117,32 +118,61 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   const LoopCfg& loop = cfg.train();
   const DataCfg& dc = cfg.data();
   if (loop.threads() > 0) at::set_num_threads(static_cast<int>(loop.threads()));
+  // Data parallel when a launcher set WORLD_SIZE > 1: rank 0 alone logs, evaluates and saves.
+  const dist::Env env = dist::Env::from_environment();
+  std::shared_ptr<dist::Group> group;
+  if (env.distributed())
+    group = dist::Group::init(
+        env, dist::GroupOptions().backend(cfg.dist().backend()).timeout_seconds(cfg.dist().timeout_seconds()));
+  const bool main_rank = env.rank == 0;
+  const int64_t world = env.world_size;
+  const bool progress = run.progress() && main_rank;
   const fs::path out(run.out_dir()), ckpt_root = out / "checkpoints";
-  fs::create_directories(ckpt_root);
+  // Rank 0 picks the checkpoint to resume (or the reason not to start) and tells the others.
+  std::string decision;  // "" fresh, "R:dir" resume, "E:message" error
+  if (main_rank) {
+    fs::create_directories(ckpt_root);
+    std::optional<std::string> from;
+    if (run.resume() == "auto") from = latest_checkpoint(ckpt_root.string());
+    else if (!run.resume().empty()) from = run.resume();
+    if (from) decision = "R:" + *from;
+    else if (run.resume().empty() && latest_checkpoint(ckpt_root.string()))
+      decision = fmt::format("E:{} already has checkpoints; use --resume auto to continue it or another --out", run.out_dir());
+  }
+  if (group) decision = group->broadcast_string(decision, 0);
+  if (decision.rfind("E:", 0) == 0) throw std::runtime_error(decision.substr(2));
   std::optional<std::string> resume_from;
-  if (run.resume() == "auto") {
-    resume_from = latest_checkpoint(ckpt_root.string());
-  } else if (!run.resume().empty()) {
-    resume_from = run.resume();
-  } else if (latest_checkpoint(ckpt_root.string())) {
-    throw std::runtime_error(fmt::format("{} already has checkpoints; use --resume auto to continue it or another --out",
-                                         run.out_dir()));
-  }
+  if (decision.rfind("R:", 0) == 0) resume_from = decision.substr(2);
   const std::string effective = to_yaml(cfg);
-  if (!resume_from) {
-    fmt::print("starting training with:\n{}\n", effective);
-  } else {
-    fmt::print("resuming from {}\n", *resume_from);
+  if (main_rank) {
+    if (!resume_from) {
+      fmt::print("starting training with:\n{}\n", effective);
+    } else {
+      fmt::print("resuming from {}\n", *resume_from);
+    }
+    if (group)
+      fmt::print("data parallel: {} ranks ({} backend, rendezvous {}:{}), global batch {}\n", world, group->backend(),
+                 env.master_addr, env.master_port, dc.batch_size() * loop.accum_steps() * world);
+    write_file_atomic((out / "train_config.yaml").string(), effective);
   }
-  write_file_atomic((out / "train_config.yaml").string(), effective);
 
+  // Every rank builds the same initial model (same seed, then rank 0's values broadcast), then
+  // seeds its own stream with seed + rank, as OpenCLIP does.
   at::manual_seed(loop.seed());
   CLIP model(cfg.model());
   model->train();
+  if (group) {
+    std::vector<at::Tensor> state;
+    for (const auto& t : model->parameters()) state.push_back(t);
+    for (const auto& t : model->buffers()) state.push_back(t);
+    dist::broadcast_from_rank0(*group, state);
+    at::manual_seed(loop.seed() + static_cast<uint64_t>(env.rank));
+  }
   auto tokenizer = load_tokenizer(cfg.tokenizer());
   TORCH_CHECK(tokenizer->vocab_size() <= cfg.model().text_cfg().vocab_size(), "the tokenizer has ",
               tokenizer->vocab_size(), " ids but the model's text_cfg.vocab_size is ", cfg.model().text_cfg().vocab_size());
   auto loss_fn = make_loss(cfg.loss());
+  if (group) loss_fn->set_distributed(std::make_shared<dist::GroupGather>(group), cfg.loss().distributed());
   torch::optim::AdamW optimizer(param_groups(model, cfg.optim()));
 
   auto source = data::open_source(dc.train(), csv_options(dc, false));
@@ -153,6 +183,8 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
                           .workers(dc.workers())
                           .seed(loop.seed())
                           .shuffle_buffer(dc.shuffle_buffer())
+                          .rank(env.rank)
+                          .world_size(world)
                           .context_length(ctx)
                           .max_consecutive_failures(dc.max_consecutive_failures())
                           .transform(data::ImageTransformOptions()
@@ -164,13 +196,13 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   int64_t total = loop.steps();
   if (total == 0) {
     TORCH_CHECK(source->size() > 0, "train.epochs needs a data source of known size; set train.steps for shards");
-    total = loop.epochs() * (source->size() / dc.batch_size() / loop.accum_steps());
-    TORCH_CHECK(total > 0, "data.train has fewer samples than one step needs (", dc.batch_size() * loop.accum_steps(), ")");
+    total = loop.epochs() * (source->size() / dc.batch_size() / loop.accum_steps() / world);
+    TORCH_CHECK(total > 0, "data.train has fewer samples than one step needs (", dc.batch_size() * loop.accum_steps() * world, ")");
   }
 
   std::unique_ptr<data::Loader> val_loader;
   std::vector<std::string> classes, templates;
-  if (!dc.val().empty()) {
+  if (!dc.val().empty() && main_rank) {
     val_loader = std::make_unique<data::Loader>(
         data::open_source(dc.val(), csv_options(dc, !dc.classes().empty())), tokenizer,
         data::LoaderOptions().batch_size(512).workers(dc.workers()).shuffle(false).drop_last(false).context_length(ctx).transform(
@@ -184,13 +216,29 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   TrainerState st;
   if (resume_from) {
     st = load_checkpoint(*resume_from, model, optimizer);
-    loader.resume(data::LoaderState::from_string(st.loader_state));
-    truncate_metrics((out / "metrics.jsonl").string(), st.step);
+    if (static_cast<int64_t>(st.loader_states.size()) == world) {
+      loader.resume(data::LoaderState::from_string(st.loader_states[env.rank]));
+    } else {
+      // Another world size splits the data differently, so positions within the epoch do not
+      // carry over: the interrupted epoch ends here and the next one starts on the new split.
+      ++st.epoch;
+      loader.start_epoch(st.epoch);
+      if (main_rank)
+        fmt::print("resuming {} rank(s) from a checkpoint of {}: the rest of epoch {} is skipped, epoch {} starts\n", world,
+                   st.loader_states.size(), st.epoch - 1, st.epoch);
+    }
+    if (env.rank > 0) at::manual_seed(loop.seed() + static_cast<uint64_t>(env.rank) + static_cast<uint64_t>(st.step));
+    if (main_rank) truncate_metrics((out / "metrics.jsonl").string(), st.step);
   } else {
     loader.start_epoch(0);
-    std::ofstream(out / "metrics.jsonl", std::ios::trunc);
+    if (main_rank) std::ofstream(out / "metrics.jsonl", std::ios::trunc);
   }
-  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
+  std::ofstream metrics;  // rank 0 only
+  if (main_rank) metrics.open(out / "metrics.jsonl", std::ios::app);
+  std::unique_ptr<dist::GradientAverager> averager;
+  if (group)
+    averager = std::make_unique<dist::GradientAverager>(group, model->parameters(),
+                                                        static_cast<int64_t>(cfg.dist().bucket_mb() * (1 << 20)));
 
   TrainRunResult result;
   const bool bf16 = loop.precision() == "bf16";
@@ -198,7 +246,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   auto params = model->parameters();
   SignalScope signals;
   Progress bar("train", total, "step");
-  bar.advance(st.step);
+  if (progress) bar.advance(st.step);
   double wait_before = loader.stats().wait_seconds;
   auto next_batch = [&](data::Batch& b) {
     while (!loader.next(b)) {
@@ -208,7 +256,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   };
   auto run_eval = [&](const char* when) {
     if (!val_loader) return std::map<std::string, double>{};
-    auto r = evaluate(model, *tokenizer, *val_loader, classes, templates, bf16, run.progress());
+    auto r = evaluate(model, *tokenizer, *val_loader, classes, templates, bf16, progress);
     metrics << fmt::format("{{\"step\": {}, \"eval\": \"{}\"{}}}\n", st.step, when, json_metrics(r.metrics)) << std::flush;
     std::string line = fmt::format("eval at step {}:", st.step);
     for (const char* k : {"zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1"})
@@ -217,9 +265,11 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     return r.metrics;
   };
   auto checkpoint = [&] {
-    st.loader_state = loader.state().to_string();
-    result.checkpoint = save_checkpoint(ckpt_root.string(), model, optimizer, st, cfg.tokenizer(), effective,
-                                        loop.keep_checkpoints());
+    const std::string mine = loader.state().to_string();
+    st.loader_states = group ? group->all_gather_strings(mine) : std::vector<std::string>{mine};
+    if (main_rank)
+      result.checkpoint = save_checkpoint(ckpt_root.string(), model, optimizer, st, cfg.tokenizer(), effective,
+                                          loop.keep_checkpoints());
   };
 
   const int64_t start_step = st.step;
@@ -268,12 +318,22 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
         loss.backward();
       }
     }
+    // Across ranks: gradients averaged; the logged loss is the mean of the ranks' losses, and a
+    // signal on any rank stops all of them at the same step.
+    double loss_value = loss.item<double>();
+    bool signalled = g_signal != 0;
+    if (group) {
+      averager->average();
+      std::vector<at::Tensor> v{at::tensor({loss_value, signalled ? 1.0 : 0.0}, at::kDouble)};
+      group->all_reduce_sum(v);
+      loss_value = v[0][0].item<double>() / static_cast<double>(world);
+      signalled = v[0][1].item<double>() > 0;
+    }
     // A non-finite loss or gradient leaves parameters, optimizer and schedule untouched.
     at::Tensor norm = at::zeros({}, at::kDouble);
     for (const auto& p : params)
       if (p.grad().defined()) norm += p.grad().to(at::kDouble).pow(2).sum();
     const double grad_norm = std::sqrt(norm.item<double>());
-    const double loss_value = loss.item<double>();
     if (!std::isfinite(loss_value) || !std::isfinite(grad_norm)) {
       ++st.nonfinite_total;
       if (++st.nonfinite_in_row >= loop.max_nonfinite_steps()) {
@@ -282,7 +342,8 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
             "step {}); lower optim.lr, set train.grad_clip, or try precision fp32",
             st.nonfinite_in_row, loss_value, grad_norm, st.step));
       }
-      metrics << fmt::format("{{\"step\": {}, \"skipped\": \"non-finite\", \"loss\": \"{}\"}}\n", st.step, loss_value);
+      if (main_rank)
+        metrics << fmt::format("{{\"step\": {}, \"skipped\": \"non-finite\", \"loss\": \"{}\"}}\n", st.step, loss_value);
       optimizer.zero_grad();
       continue;
     }
@@ -291,34 +352,38 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     optimizer.step();
     model->clamp_logit_scale();
     ++st.step;
-    st.samples_seen += dc.batch_size() * accum;
+    st.samples_seen += dc.batch_size() * accum * world;
+    if (group && cfg.dist().check_every() > 0 && st.step % cfg.dist().check_every() == 0)
+      dist::check_identical(*group, params, fmt::format("parameters after step {}", st.step));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     st.train_seconds += dt;
     const double waited = loader.stats().wait_seconds - wait_before;
     wait_before = loader.stats().wait_seconds;
-    metrics << fmt::format(
-        "{{\"step\": {}, \"epoch\": {}, \"loss\": {:.17g}, \"lr\": {:.17g}, \"logit_scale\": {:.9g}, \"grad_norm\": {:.9g}, "
-        "\"samples_per_second\": {:.3f}, \"data_wait\": {:.4f}, \"time\": {:.3f}}}\n",
-        st.step, st.epoch, loss_value, lr, model->logit_scale.exp().item<double>(), grad_norm, dc.batch_size() * accum / dt,
-        dt > 0 ? waited / dt : 0.0, st.train_seconds);
-    if (run.progress())
+    const double samples_per_second = dc.batch_size() * accum * world / dt;  // the whole job's
+    if (main_rank)
+      metrics << fmt::format(
+          "{{\"step\": {}, \"epoch\": {}, \"loss\": {:.17g}, \"lr\": {:.17g}, \"logit_scale\": {:.9g}, \"grad_norm\": {:.9g}, "
+          "\"samples_per_second\": {:.3f}, \"data_wait\": {:.4f}, \"time\": {:.3f}}}\n",
+          st.step, st.epoch, loss_value, lr, model->logit_scale.exp().item<double>(), grad_norm, samples_per_second,
+          dt > 0 ? waited / dt : 0.0, st.train_seconds);
+    if (progress)
       bar.advance(1, fmt::format("loss {:.4f} lr {:.2e} {:.0f} samples/s data wait {:.0f}%", loss_value, lr,
-                                 dc.batch_size() * accum / dt, 100 * (dt > 0 ? waited / dt : 0.0)));
+                                 samples_per_second, 100 * (dt > 0 ? waited / dt : 0.0)));
     if (loop.eval_every() > 0 && st.step % loop.eval_every() == 0 && st.step < total) run_eval("periodic");
-    const bool stop = g_signal != 0 || (run.stop_after() > 0 && st.step - start_step >= run.stop_after());
+    const bool stop = signalled || (run.stop_after() > 0 && st.step - start_step >= run.stop_after());
     if ((loop.checkpoint_every() > 0 && st.step % loop.checkpoint_every() == 0) || stop || st.step == total) checkpoint();
     if (stop) {
-      result.interrupted = g_signal != 0;
-      if (result.interrupted) fmt::print(stderr, "\nsignal {}: checkpoint saved at step {}\n", g_signal.load(), st.step);
+      result.interrupted = signalled;
+      if (result.interrupted && main_rank) fmt::print(stderr, "\nsignal: checkpoint saved at step {}\n", st.step);
       break;
     }
   }
-  if (run.progress()) bar.finish();
-  metrics.flush();
+  if (progress) bar.finish();
+  if (main_rank) metrics.flush();
   result.steps = st.step;
   result.train_seconds = st.train_seconds;
   result.nonfinite_steps = st.nonfinite_total;
-  if (st.step == total && !result.interrupted) {
+  if (st.step == total && !result.interrupted && main_rank) {
     result.eval = run_eval("final");
     plot_metrics((out / "metrics.jsonl").string(), (out / "plot.png").string());
   }

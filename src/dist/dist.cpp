@@ -1,0 +1,341 @@
+// c10d process groups (see dist.h). The Gloo headers come from Debian's libgloo-dev: torch's
+// ProcessGroupGloo holds gloo objects only through pointers, so the declarations are all it needs.
+#include "dist/dist.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef TORCHCLIP_HAVE_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+#include <zlib.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <stdexcept>
+
+namespace torchclip::dist {
+
+namespace {
+
+std::optional<int64_t> env_int(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const long long x = std::strtoll(v, &end, 10);
+  if (*end != '\0' || errno) throw std::invalid_argument(fmt::format("environment variable {}='{}' is not an integer", name, v));
+  return x;
+}
+
+std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
+}  // namespace
+
+Env Env::from_environment() {
+  Env e;
+  const auto rank = env_int("RANK"), world = env_int("WORLD_SIZE");
+  if (!rank && !world) return e;
+  if (!rank || !world)
+    throw std::invalid_argument(fmt::format("{} is set but {} is not; a launcher (torchrun, srun) sets both",
+                                            rank ? "RANK" : "WORLD_SIZE", rank ? "WORLD_SIZE" : "RANK"));
+  if (*world < 1) throw std::invalid_argument(fmt::format("WORLD_SIZE={} must be >= 1", *world));
+  if (*rank < 0 || *rank >= *world)
+    throw std::invalid_argument(fmt::format("RANK={} is outside 0..WORLD_SIZE-1 (WORLD_SIZE={})", *rank, *world));
+  e.rank = *rank;
+  e.world_size = *world;
+  e.local_rank = env_int("LOCAL_RANK").value_or(0);
+  e.local_world_size = env_int("LOCAL_WORLD_SIZE").value_or(1);
+  if (e.local_rank < 0 || e.local_rank >= std::max<int64_t>(e.local_world_size, 1))
+    throw std::invalid_argument(
+        fmt::format("LOCAL_RANK={} is outside 0..LOCAL_WORLD_SIZE-1 (LOCAL_WORLD_SIZE={})", e.local_rank, e.local_world_size));
+  if (const char* a = std::getenv("MASTER_ADDR"); a && *a) e.master_addr = a;
+  else if (e.world_size > 1) throw std::invalid_argument("MASTER_ADDR is not set (the host of rank 0)");
+  if (auto p = env_int("MASTER_PORT")) e.master_port = *p;
+  else if (e.world_size > 1) throw std::invalid_argument("MASTER_PORT is not set (a free TCP port on MASTER_ADDR)");
+  if (e.master_port < 1 || e.master_port > 65535)
+    throw std::invalid_argument(fmt::format("MASTER_PORT={} is outside 1..65535", e.master_port));
+  if (const char* a = std::getenv("TORCHELASTIC_USE_AGENT_STORE")) e.agent_store = std::string(a) == "True";
+  e.restart_count = env_int("TORCHELASTIC_RESTART_COUNT").value_or(0);
+  return e;
+}
+
+std::vector<std::string> available_backends() {
+#ifdef TORCHCLIP_HAVE_NCCL
+  return {"gloo", "nccl"};
+#else
+  return {"gloo"};
+#endif
+}
+
+struct Group::Impl {
+  Env env;
+  std::string backend;
+  double timeout_seconds = 0;
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> pg;
+
+  /// Waits for `work`, turning backend errors into one message with context.
+  void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) const {
+    try {
+      work->wait();
+    } catch (const std::exception& e) {
+      throw std::runtime_error(fmt::format("rank {}/{}: {} failed ({}; another rank has probably exited or hung, "
+                                           "timeout {} s): {}",
+                                           env.rank, env.world_size, what, backend, timeout_seconds, e.what()));
+    }
+  }
+  template <typename F>
+  auto guarded(const char* what, F&& f) const {
+    try {
+      return f();
+    } catch (const std::runtime_error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw std::runtime_error(fmt::format("rank {}/{}: {} failed ({}): {}", env.rank, env.world_size, what, backend, e.what()));
+    }
+  }
+};
+
+Group::Group(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Group::~Group() = default;
+
+std::shared_ptr<Group> Group::init(const Env& env, const GroupOptions& o) {
+  auto impl = std::make_unique<Impl>();
+  impl->env = env;
+  impl->timeout_seconds = o.timeout_seconds();
+  std::string backend = o.backend();
+  if (backend == "auto") backend = o.cuda() ? "nccl" : "gloo";
+  const auto valid = available_backends();
+  if (std::find(valid.begin(), valid.end(), backend) == valid.end())
+    throw std::invalid_argument(fmt::format("dist.backend: '{}' is not available in this build; valid: auto, {}", backend,
+                                            fmt::join(valid, ", ")));
+  if (backend == "gloo" && o.cuda())
+    throw std::invalid_argument("dist.backend: gloo reduces CPU tensors here; use nccl (or auto) for CUDA training");
+  impl->backend = backend;
+  const auto timeout = to_ms(o.timeout_seconds());
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<uint16_t>(env.master_port);
+  so.isServer = env.rank == 0 && !env.agent_store;
+  so.numWorkers = static_cast<size_t>(env.world_size);
+  so.waitWorkers = true;
+  so.timeout = timeout;
+  try {
+    impl->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format(
+        "rank {}/{}: rendezvous at {}:{} failed within {} s ({}). Check MASTER_ADDR/MASTER_PORT: rank 0 must be able to "
+        "listen there (a port already in use fails at once) and every rank must reach it; a rank that never arrives "
+        "ends the wait at the timeout",
+        env.rank, env.world_size, env.master_addr, env.master_port, o.timeout_seconds(), e.what()));
+  }
+  const std::string prefix =
+      (env.agent_store ? fmt::format("/worker/attempt_{}/", env.restart_count) : std::string()) + "torchclip/" + backend;
+  auto store = c10::make_intrusive<c10d::PrefixStore>(prefix, impl->store);
+  try {
+    if (backend == "gloo") {
+      auto go = c10d::ProcessGroupGloo::Options::create(timeout);
+      if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {
+        go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+      } else if (env.master_addr == "127.0.0.1" || env.master_addr == "localhost") {
+        go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+      } else {
+        go->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      }
+      impl->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, static_cast<int>(env.rank),
+                                                             static_cast<int>(env.world_size), go);
+    } else {
+#ifdef TORCHCLIP_HAVE_NCCL
+      auto no = c10d::ProcessGroupNCCL::Options::create();
+      no->timeout = timeout;
+      impl->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, static_cast<int>(env.rank),
+                                                             static_cast<int>(env.world_size), no);
+#endif
+    }
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("rank {}/{}: creating the {} process group failed within {} s: {}", env.rank,
+                                         env.world_size, backend, o.timeout_seconds(), e.what()));
+  }
+  return std::shared_ptr<Group>(new Group(std::move(impl)));
+}
+
+int64_t Group::rank() const { return impl_->env.rank; }
+int64_t Group::world_size() const { return impl_->env.world_size; }
+const std::string& Group::backend() const { return impl_->backend; }
+
+void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
+  // One collective per tensor, all in flight before the first wait.
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  impl_->guarded("all-reduce", [&] {
+    for (auto& t : tensors) {
+      std::vector<at::Tensor> one{t};
+      works.push_back(impl_->pg->allreduce(one));
+    }
+    return 0;
+  });
+  for (auto& w : works) impl_->wait(w, "all-reduce");
+}
+
+std::vector<at::Tensor> Group::all_gather(const at::Tensor& local) {
+  auto in = local.contiguous();
+  std::vector<std::vector<at::Tensor>> out(1);
+  for (int64_t r = 0; r < world_size(); ++r) out[0].push_back(at::empty_like(in));
+  std::vector<at::Tensor> inputs{in};
+  auto work = impl_->guarded("all-gather", [&] { return impl_->pg->allgather(out, inputs); });
+  impl_->wait(work, "all-gather");
+  return out[0];
+}
+
+void Group::broadcast(std::vector<at::Tensor>& tensors, int64_t root) {
+  c10d::BroadcastOptions bo;
+  bo.rootRank = root;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  impl_->guarded("broadcast", [&] {
+    for (auto& t : tensors) {
+      std::vector<at::Tensor> one{t};
+      works.push_back(impl_->pg->broadcast(one, bo));
+    }
+    return 0;
+  });
+  for (auto& w : works) impl_->wait(w, "broadcast");
+}
+
+std::vector<std::string> Group::all_gather_strings(const std::string& local) {
+  // Lengths first, then every string padded to the longest.
+  auto lengths = all_gather(at::tensor({static_cast<int64_t>(local.size())}, at::kLong));
+  int64_t longest = 0;
+  for (const auto& l : lengths) longest = std::max(longest, l.item<int64_t>());
+  auto bytes = at::zeros({std::max<int64_t>(longest, 1)}, at::kByte);
+  std::memcpy(bytes.data_ptr<uint8_t>(), local.data(), local.size());
+  auto all = all_gather(bytes);
+  std::vector<std::string> out;
+  for (int64_t r = 0; r < world_size(); ++r)
+    out.emplace_back(reinterpret_cast<const char*>(all[r].data_ptr<uint8_t>()), lengths[r].item<int64_t>());
+  return out;
+}
+
+std::string Group::broadcast_string(const std::string& value, int64_t root) {
+  return all_gather_strings(rank() == root ? value : std::string())[root];
+}
+
+void Group::barrier() {
+  auto work = impl_->guarded("barrier", [&] { return impl_->pg->barrier(); });
+  impl_->wait(work, "barrier");
+}
+
+// ---- gradients -----------------------------------------------------------------------------
+
+GradientAverager::GradientAverager(std::shared_ptr<Group> group, std::vector<at::Tensor> params, int64_t bucket_bytes)
+    : group_(std::move(group)), params_(std::move(params)) {
+  TORCH_CHECK(bucket_bytes > 0, "GradientAverager: bucket_bytes must be positive");
+  std::vector<size_t> bucket;
+  int64_t bytes = 0;
+  for (size_t k = params_.size(); k-- > 0;) {
+    const auto& p = params_[k];
+    const int64_t b = p.numel() * static_cast<int64_t>(p.element_size());
+    // A bucket holds one dtype and device, so it flattens into one tensor.
+    if (!bucket.empty() && (bytes + b > bucket_bytes || p.scalar_type() != params_[bucket[0]].scalar_type() ||
+                            p.device() != params_[bucket[0]].device())) {
+      buckets_.push_back(std::move(bucket));
+      bucket.clear();
+      bytes = 0;
+    }
+    bucket.push_back(k);
+    bytes += b;
+  }
+  if (!bucket.empty()) buckets_.push_back(std::move(bucket));
+}
+
+void GradientAverager::average() {
+  std::vector<at::Tensor> flats;
+  flats.reserve(buckets_.size());
+  for (const auto& bucket : buckets_) {
+    std::vector<at::Tensor> parts;
+    for (size_t k : bucket) {
+      auto& p = params_[k];
+      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+      parts.push_back(p.grad().reshape({-1}));
+    }
+    flats.push_back(at::cat(parts));  // [bucket numel]
+  }
+  group_->all_reduce_sum(flats);
+  const double inv = 1.0 / static_cast<double>(group_->world_size());
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    flats[b].mul_(inv);
+    int64_t off = 0;
+    for (size_t k : buckets_[b]) {
+      auto& g = params_[k].mutable_grad();
+      const int64_t n = g.numel();
+      g.copy_(flats[b].narrow(0, off, n).view_as(g));
+      off += n;
+    }
+  }
+}
+
+// ---- the losses' all-gather ---------------------------------------------------------------
+
+namespace {
+
+/// all_gather whose backward sums every rank's gradient for this rank's slice (a reduce-scatter
+/// done as all-reduce + narrow, as torch.distributed.nn's AllGather).
+struct AllGatherWithGrad : public torch::autograd::Function<AllGatherWithGrad> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& local,
+                                                int64_t group_address) {
+    auto* group = reinterpret_cast<Group*>(group_address);
+    ctx->saved_data["group"] = group_address;
+    return group->all_gather(local.detach());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* group = reinterpret_cast<Group*>(ctx->saved_data["group"].toInt());
+    at::Tensor like;
+    for (const auto& g : grads)
+      if (g.defined()) like = g;
+    std::vector<at::Tensor> parts;
+    for (auto& g : grads) parts.push_back(g.defined() ? g.contiguous() : at::zeros_like(like));
+    std::vector<at::Tensor> stacked{at::stack(parts)};  // [world, n, E]
+    group->all_reduce_sum(stacked);
+    return {stacked[0][group->rank()], at::Tensor()};
+  }
+};
+
+}  // namespace
+
+int64_t GroupGather::rank() const { return group_->rank(); }
+int64_t GroupGather::world_size() const { return group_->world_size(); }
+
+std::vector<at::Tensor> GroupGather::all_gather(const at::Tensor& local, bool with_grad) const {
+  if (with_grad && local.requires_grad())
+    return AllGatherWithGrad::apply(local, reinterpret_cast<int64_t>(group_.get()));
+  return group_->all_gather(local.detach());
+}
+
+// ---- consistency ---------------------------------------------------------------------------
+
+void broadcast_from_rank0(Group& group, const std::vector<at::Tensor>& tensors) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> ts(tensors.begin(), tensors.end());
+  group.broadcast(ts, 0);
+}
+
+void check_identical(Group& group, const std::vector<at::Tensor>& tensors, const std::string& what) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  for (const auto& t : tensors) {
+    auto c = t.detach().cpu().contiguous();
+    crc = crc32_z(crc, static_cast<const Bytef*>(c.data_ptr()), static_cast<size_t>(c.numel() * c.element_size()));
+  }
+  auto all = group.all_gather(at::tensor({static_cast<int64_t>(crc)}, at::kLong));
+  const int64_t ref = all[0].item<int64_t>();
+  for (int64_t r = 1; r < group.world_size(); ++r)
+    if (all[r].item<int64_t>() != ref)
+      throw std::runtime_error(fmt::format("{}: rank {} differs from rank 0 (CRC-32 {:08x} vs {:08x})", what, r,
+                                           all[r].item<int64_t>(), ref));
+}
+
+}  // namespace torchclip::dist

@@ -1,0 +1,119 @@
+// Data-parallel training on LibTorch's own c10d: a TCPStore rendezvous, Gloo (CPU) or NCCL (CUDA)
+// process groups, bucketed gradient averaging, and the all-gather the losses use for negatives
+// from other ranks (OpenCLIP's gather_with_grad). Processes find each other through the
+// environment torchrun and SLURM launchers set; `launch_local` plays torchrun for one machine.
+//
+// Only dist.cpp includes the c10d headers; everything else sees this interface.
+#pragma once
+
+#include "loss/loss.h"
+
+#include <torch/arg.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace torchclip::dist {
+
+/// Where this process sits in a job: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR
+/// and MASTER_PORT, as torchrun sets them (SLURM launchers export the same names).
+struct Env {
+  int64_t rank = 0, world_size = 1, local_rank = 0, local_world_size = 1;
+  std::string master_addr = "127.0.0.1";
+  int64_t master_port = 29500;
+  /// torchrun's agent already serves the TCPStore at MASTER_ADDR:MASTER_PORT
+  /// (TORCHELASTIC_USE_AGENT_STORE=True): every rank connects as a client, and keys are prefixed
+  /// by the restart attempt (TORCHELASTIC_RESTART_COUNT), as torch.distributed does.
+  bool agent_store = false;
+  int64_t restart_count = 0;
+  bool distributed() const { return world_size > 1; }
+  /// Reads the variables above; with none of them set, a single process. A malformed or
+  /// inconsistent value (RANK >= WORLD_SIZE, a port outside 1..65535, WORLD_SIZE set without
+  /// RANK) throws std::invalid_argument naming the variable.
+  static Env from_environment();
+};
+
+struct GroupOptions {
+  /// "auto" (gloo for CPU tensors, nccl for CUDA ones), "gloo" or "nccl".
+  TORCH_ARG(std::string, backend) = "auto";
+  /// Rendezvous and every collective give up after this long, with an error naming what it waited for.
+  TORCH_ARG(double, timeout_seconds) = 300;
+  /// The tensors this group reduces live on CUDA device LOCAL_RANK.
+  TORCH_ARG(bool, cuda) = false;
+};
+
+/// Backends this build can create ("gloo", and "nccl" in a CUDA build with NCCL headers).
+std::vector<std::string> available_backends();
+
+/// A c10d process group over every rank of the job. Errors (a peer that died, a timeout) are
+/// rethrown as std::runtime_error naming the operation, this rank and the backend's message.
+class Group {
+ public:
+  /// Rendezvous through a TCPStore at MASTER_ADDR:MASTER_PORT (rank 0 serves it) and creates the
+  /// backend. Throws within the timeout when the address is wrong, the port is taken or a peer
+  /// never arrives.
+  static std::shared_ptr<Group> init(const Env& env, const GroupOptions& options);
+  ~Group();
+
+  int64_t rank() const;
+  int64_t world_size() const;
+  const std::string& backend() const;
+
+  /// In-place sum over ranks of each tensor (same shapes on every rank).
+  void all_reduce_sum(std::vector<at::Tensor>& tensors);
+  /// Every rank's `local` in rank order; shapes must match across ranks.
+  std::vector<at::Tensor> all_gather(const at::Tensor& local);
+  /// In-place broadcast from `root`.
+  void broadcast(std::vector<at::Tensor>& tensors, int64_t root);
+  /// Every rank's string in rank order (any lengths).
+  std::vector<std::string> all_gather_strings(const std::string& local);
+  /// `root`'s string on every rank.
+  std::string broadcast_string(const std::string& value, int64_t root);
+  void barrier();
+
+  struct Impl;
+
+ private:
+  explicit Group(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Averages gradients over ranks after backward, like DDP: parameters are packed into buckets of
+/// about `bucket_bytes` (in reverse order, as gradients become ready), each bucket is one flat
+/// all-reduce, all buckets are in flight at once. A parameter without a gradient this step counts
+/// as zeros, so every rank issues the same collectives.
+class GradientAverager {
+ public:
+  GradientAverager(std::shared_ptr<Group> group, std::vector<at::Tensor> params, int64_t bucket_bytes = 25 << 20);
+  void average();
+  int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }
+
+ private:
+  std::shared_ptr<Group> group_;
+  std::vector<at::Tensor> params_;
+  std::vector<std::vector<size_t>> buckets_;  // indices into params_
+};
+
+/// The losses' view of the other ranks (loss.h). With `with_grad`, gradients flow back through
+/// the gather: the backward all-reduces (sums) the gradient of every rank's copy and keeps this
+/// rank's slice, as torch.distributed.nn.all_gather does.
+class GroupGather : public FeatureGather {
+ public:
+  explicit GroupGather(std::shared_ptr<Group> group) : group_(std::move(group)) {}
+  int64_t rank() const override;
+  int64_t world_size() const override;
+  std::vector<at::Tensor> all_gather(const at::Tensor& local, bool with_grad) const override;
+
+ private:
+  std::shared_ptr<Group> group_;
+};
+
+/// Copies rank 0's values into every rank's tensors (parameters and buffers at start).
+void broadcast_from_rank0(Group& group, const std::vector<at::Tensor>& tensors);
+
+/// Verifies every rank holds bit-identical tensors (a CRC-32 of their bytes is compared); throws
+/// naming the first rank that differs from rank 0 and `what`.
+void check_identical(Group& group, const std::vector<at::Tensor>& tensors, const std::string& what);
+
+}  // namespace torchclip::dist

@@ -1,0 +1,217 @@
+// `torchclip train` data parallel, as real processes: 2 ranks x batch B against 1 process x 2B
+// (same losses, same parameters), a rank killed mid-run (the other ends with an error within the
+// timeout, then --resume auto finishes the run), and resuming on another world size.
+#include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <regex>
+#include <sstream>
+
+#include "dist/launch.h"
+#include "io/safetensors.h"
+#include "support.h"
+
+#include <ATen/ATen.h>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using torchclip::test::run_cli;
+using torchclip::test::run_shell;
+
+std::vector<double> losses(const fs::path& metrics) {
+  std::ifstream in(metrics);
+  std::vector<double> out;
+  const std::regex re("\"loss\": ([-0-9.eE+]+)");
+  std::smatch m;
+  for (std::string line; std::getline(in, line);)
+    if (line.find("\"eval\"") == std::string::npos && std::regex_search(line, m, re)) out.push_back(std::stod(m[1]));
+  return out;
+}
+
+class DistTrain : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(torchclip::test::temp_dir("dist"));
+    const fs::path& d = *dir_;
+    fs::create_directories(d / "img");
+    std::ofstream csv(d / "d.csv");
+    csv << "filepath,title\n";
+    std::mt19937 rng(7);
+    const char* names[] = {"red", "green", "blue", "grey"};
+    for (int i = 0; i < 64; ++i) {
+      const int c = i % 4;
+      cv::Mat m(16, 16, CV_8UC3, cv::Scalar(c == 2 ? 200 : 30, c == 1 ? 200 : 30, c == 0 ? 200 : 30));
+      m.at<cv::Vec3b>(static_cast<int>(rng() % 16), static_cast<int>(rng() % 16)) = cv::Vec3b(255, 255, 255);
+      cv::imwrite((d / "img" / (std::to_string(i) + ".png")).string(), m);
+      csv << "img/" << i << ".png,a " << names[c] << " square number " << i << "\n";
+    }
+    const std::string model = "embed_dim: 16\nvision_cfg: {image_size: 16, patch_size: 8, layers: 2, width: 32, head_width: 16}\n"
+                              "text_cfg: {context_length: 12, width: 32, heads: 2, layers: 2}\n";
+    std::ofstream(d / "model.yaml") << model;
+    std::ofstream(d / "model_siglip.yaml") << model << "init_logit_scale: 2.302585\ninit_logit_bias: -10\n";
+    // scale [1, 1]: no random crop, so the two runs see identical pixels.
+    std::ofstream(d / "train.yaml") << "model: " << (d / "model.yaml").string() << "\n"
+                                    << "data:\n  train: " << (d / "d.csv").string()
+                                    << "\n  batch_size: 8\n  workers: 2\n  scale: [1.0, 1.0]\n"
+                                    << "optim: {lr: 1.0e-3}\nschedule: {warmup_steps: 2}\n"
+                                    << "train: {steps: 6, threads: 1}\n";
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+  }
+  static std::string train(const std::string& out, const std::string& extra) {
+    return "train --config " + (*dir_ / "train.yaml").string() + " --out " + (*dir_ / out).string() + " " + extra;
+  }
+  static fs::path* dir_;
+};
+fs::path* DistTrain::dir_ = nullptr;
+
+class DistTrainAccess : public DistTrain {
+ public:
+  static fs::path* dir() { return dir_; }
+  static std::string command(const std::string& out, const std::string& extra) { return train(out, extra); }
+};
+fs::path* DistTrainDir() { return DistTrainAccess::dir(); }
+std::string DistTrainCommand(const std::string& out, const std::string& extra) { return DistTrainAccess::command(out, extra); }
+std::string fmt_step(int step) {
+  char b[32];
+  std::snprintf(b, sizeof(b), "/step-%08d", step);
+  return b;
+}
+
+// 2 ranks x 8 with the losses gathered with gradient equal 1 rank x 16: the data split is
+// rank-major striping of the same permutation, so the global batches hold the same samples.
+TEST_F(DistTrain, TwoRanksMatchOneProcessWithTheWholeBatch) {
+  struct Combo {
+    std::string name, loss, model;
+    bool local_loss;
+  };
+  const std::vector<Combo> combos = {{"clip", "clip", "model.yaml", false},
+                                     {"clip_local", "clip", "model.yaml", true},
+                                     {"siglip", "siglip", "model_siglip.yaml", false}};
+  for (const auto& c : combos) {
+    const std::string common = "--set loss.name=" + c.loss + " --set model=" + (*dir_ / c.model).string();
+    auto one = run_cli(train("one_" + c.name, common + " --set data.batch_size=16"));
+    ASSERT_EQ(one.code, 0) << one.out;
+    auto two = run_cli(train("two_" + c.name, common + " --nproc 2 --set loss.gather_with_grad=true --set loss.local_loss=" +
+                                                  (c.local_loss ? "true" : "false") + " --set dist.check_every=1"));
+    ASSERT_EQ(two.code, 0) << two.out;
+    EXPECT_NE(two.out.find("data parallel: 2 ranks (gloo backend"), std::string::npos) << two.out;
+    auto l1 = losses(*dir_ / ("one_" + c.name) / "metrics.jsonl"), l2 = losses(*dir_ / ("two_" + c.name) / "metrics.jsonl");
+    ASSERT_EQ(l1.size(), 6u);
+    ASSERT_EQ(l2.size(), 6u);
+    double worst_loss = 0;
+    for (size_t i = 0; i < l1.size(); ++i) {
+      EXPECT_NEAR(l1[i], l2[i], 1e-5 * std::abs(l1[i])) << c.name << " step " << i + 1;
+      worst_loss = std::max(worst_loss, std::abs(l1[i] - l2[i]));
+    }
+    auto w1 = torchclip::load_safetensors((*dir_ / ("one_" + c.name) / "checkpoints/step-00000006/model.safetensors").string());
+    auto w2 = torchclip::load_safetensors((*dir_ / ("two_" + c.name) / "checkpoints/step-00000006/model.safetensors").string());
+    double worst_param = 0;
+    for (const auto& [name, t] : w1.tensors) {
+      ASSERT_TRUE(w2.tensors.count(name)) << name;
+      worst_param = std::max(worst_param, (t - w2.tensors.at(name)).abs().max().item<double>());
+    }
+    std::cout << "[ dist ] " << c.name << ": 6 steps, max |loss diff| " << worst_loss << ", max |param diff| " << worst_param
+              << "\n";
+    // lr 1e-3 x 6 steps moves parameters by up to 6e-3; Adam's g / sqrt(v) magnifies fp32
+    // rounding of near-zero gradients, so the tolerance is 3e-4 (5% of the largest move).
+    EXPECT_LT(worst_param, 3e-4) << c.name;
+  }
+}
+
+struct Survivor {
+  int exit_code = -1;
+  double seconds = -1;  // from the signal to rank 0's exit
+  std::string output;
+};
+
+/// Starts ranks 0 and 1 as torchrun would (environment only), waits for checkpoint `step` of
+/// run `name`, sends `signal` to rank 1, and reports how rank 0 ended.
+Survivor signal_rank1(const std::string& name, const std::string& signal, int step, double timeout) {
+  const int port = torchclip::dist::free_local_port();
+  const fs::path out = *DistTrainDir() / name;
+  std::ostringstream script;
+  script << "cd " << DistTrainDir()->string() << " && export WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="
+         << port << " OMP_NUM_THREADS=1; args='"
+         << DistTrainCommand(name, "--set train.steps=400 --set train.checkpoint_every=2 --set dist.timeout_seconds=" +
+                                       std::to_string(timeout))
+         << "'; RANK=0 LOCAL_RANK=0 " << TORCHCLIP_BINARY << " $args > " << name << "0.log 2>&1 & p0=$!; "
+         << "RANK=1 LOCAL_RANK=1 " << TORCHCLIP_BINARY << " $args > " << name << "1.log 2>&1 & p1=$!; "
+         << "for i in $(seq 600); do ls " << (out / "checkpoints").string() << fmt_step(step)
+         << " >/dev/null 2>&1 && break; sleep 0.1; done; "
+         << "kill -" << signal << " $p1; t0=$(date +%s.%N); wait $p0; rc=$?; t1=$(date +%s.%N); kill -9 $p1 2>/dev/null; "
+         << "echo \"rank0_exit=$rc seconds=$(echo $t1 $t0 | awk '{print $1 - $2}')\"; grep -E 'torchclip train' " << name
+         << "0.log | tail -2";
+  auto r = run_shell(script.str());
+  std::cout << "[ dist ] " << r.out.substr(0, 600) << "\n";
+  Survivor s;
+  s.output = r.out;
+  std::smatch m;
+  if (std::regex_search(r.out, m, std::regex("rank0_exit=(\\d+) seconds=([0-9.]+)"))) {
+    s.exit_code = std::stoi(m[1]);
+    s.seconds = std::stod(m[2]);
+  }
+  return s;
+}
+
+// A rank killed with SIGKILL mid-run: the survivor reports the failed collective and exits within
+// the timeout; --resume auto then finishes the run from the last checkpoint.
+TEST_F(DistTrain, AKilledRankEndsTheOthersWithinTheTimeoutAndResumeContinues) {
+  const auto s = signal_rank1("fault", "9", 4, 20);
+  EXPECT_GT(s.exit_code, 0) << s.output;
+  EXPECT_GE(s.seconds, 0) << s.output;
+  EXPECT_LT(s.seconds, 20 + 10) << s.output;
+  EXPECT_NE(s.output.find("rank 0/2:"), std::string::npos) << s.output;
+  EXPECT_NE(s.output.find("failed"), std::string::npos) << s.output;
+  // Continue with the launcher on the same world size: each rank takes its own loader position.
+  const fs::path out = *dir_ / "fault";
+  auto again = run_cli(train("fault", "--nproc 2 --resume auto --set train.steps=400 --set train.checkpoint_every=2"));
+  ASSERT_EQ(again.code, 0) << again.out;
+  EXPECT_NE(again.out.find("resuming from"), std::string::npos) << again.out;
+  EXPECT_TRUE(fs::exists(out / "checkpoints/step-00000400")) << again.out;
+  // One process resuming the 2-rank checkpoint: the documented rule (next epoch, new split).
+  auto one = run_cli(train("fault", "--resume auto --set train.steps=402"));
+  ASSERT_EQ(one.code, 0) << one.out;
+  EXPECT_NE(one.out.find("resuming 1 rank(s) from a checkpoint of 2"), std::string::npos) << one.out;
+}
+
+// A rank that hangs (SIGSTOP) rather than dies: the survivor gives up at dist.timeout_seconds.
+TEST_F(DistTrain, AHungRankEndsTheOthersAtTheTimeout) {
+  const auto s = signal_rank1("hang", "STOP", 2, 4);
+  EXPECT_GT(s.exit_code, 0) << s.output;
+  EXPECT_GT(s.seconds, 2) << s.output;       // it waited for the peer ...
+  EXPECT_LT(s.seconds, 4 + 10) << s.output;  // ... and gave up at the timeout
+  EXPECT_NE(s.output.find("rank 0/2:"), std::string::npos) << s.output;
+}
+
+// torchrun (from the torch wheel setup installs) as the launcher: its agent serves the store.
+TEST_F(DistTrain, TorchrunStartsTheRanks) {
+  const int port = torchclip::dist::free_local_port();
+  auto r = run_shell("python3 -m torch.distributed.run --nproc-per-node 2 --master-port " + std::to_string(port) +
+                     " --no-python " + TORCHCLIP_BINARY + " " + train("torchrun", "--set train.steps=2"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("data parallel: 2 ranks (gloo backend, rendezvous 127.0.0.1:" + std::to_string(port)), std::string::npos)
+      << r.out;
+  EXPECT_TRUE(fs::exists(*dir_ / "torchrun/checkpoints/step-00000002")) << r.out;
+}
+
+TEST_F(DistTrain, LauncherRefusesToNestAndChecksTheConfigOnce) {
+  auto r = run_shell("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=1 " + std::string(TORCHCLIP_BINARY) + " " +
+                     train("nest", "--nproc 2"));
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--nproc starts its own ranks"), std::string::npos) << r.out;
+  r = run_cli(train("badcfg", "--nproc 2 --set dist.backend=mpi"));
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("dist.backend"), std::string::npos) << r.out;
+}
+
+}  // namespace

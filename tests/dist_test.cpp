@@ -1,0 +1,238 @@
+// c10d data parallelism in one process: ranks are threads, each with its own TCPStore client and
+// Gloo process group, exactly as separate processes would have. The reference for every loss is
+// the same loss computed by one process over the concatenated batch.
+#include "dist/dist.h"
+#include "dist/launch.h"
+#include "loss/loss.h"
+#include "support.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <thread>
+
+namespace torchclip {
+namespace {
+
+using test::all_close;
+
+/// Runs fn(group) on `world` ranks (threads) and rethrows the first rank's error.
+void on_ranks(int world, const std::function<void(dist::Group&)>& fn, double timeout = 30) {
+  const int port = dist::free_local_port();
+  std::vector<std::exception_ptr> errors(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        dist::Env env;
+        env.rank = r;
+        env.world_size = world;
+        env.master_port = port;
+        auto group = dist::Group::init(env, dist::GroupOptions().timeout_seconds(timeout));
+        fn(*group);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+std::shared_ptr<dist::Group> shared(dist::Group& g) { return std::shared_ptr<dist::Group>(&g, [](dist::Group*) {}); }
+
+at::Tensor unit_rows(int64_t n, int64_t e, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  auto x = at::randn({n, e}, gen, at::kDouble);
+  return x / x.norm(2, -1, true);
+}
+
+struct Case {
+  std::string loss;
+  bool local_loss, gather_with_grad;
+};
+
+class GatheredLoss : public ::testing::TestWithParam<Case> {};
+
+// Rank r sees rows [rB, (r+1)B). With gather_with_grad the mean of the ranks' losses is the
+// one-process loss and each rank's feature gradient is W times the one-process gradient of its
+// rows (averaging parameter gradients over W ranks then gives exactly the one-process gradient).
+// Without it (global loss), each rank gets the one-process gradient of its rows alone, i.e. the
+// averaged parameter gradient is 1/W of the one-process one: OpenCLIP's documented behaviour.
+TEST_P(GatheredLoss, MatchesOneProcessOverTheWholeBatch) {
+  const Case c = GetParam();
+  const int W = 2;
+  const int64_t B = 5, E = 8;
+  auto img = unit_rows(W * B, E, 1), txt = unit_rows(W * B, E, 2);
+  const YAML::Node yaml = YAML::Load("{name: " + c.loss + ", local_loss: " + (c.local_loss ? "true" : "false") +
+                                     ", gather_with_grad: " + (c.gather_with_grad ? "true" : "false") + "}");
+  auto config = parse_loss_config(yaml, "test");
+  // One process, batch W*B.
+  auto ref_img = img.clone().requires_grad_(true), ref_txt = txt.clone().requires_grad_(true);
+  auto scale = at::full({}, 7.0, at::kDouble).requires_grad_(true);
+  auto bias = at::full({}, -3.0, at::kDouble);
+  auto ref_loss = make_loss(config)->forward({ref_img, ref_txt, scale, bias});
+  ref_loss.backward();
+  std::vector<double> losses(W);
+  std::vector<at::Tensor> gi(W), gt(W), gs(W);
+  on_ranks(W, [&](dist::Group& g) {
+    const int64_t r = g.rank();
+    auto loss = make_loss(config);
+    loss->set_distributed(std::make_shared<dist::GroupGather>(shared(g)), config.distributed());
+    auto li = img.narrow(0, r * B, B).clone().requires_grad_(true), lt = txt.narrow(0, r * B, B).clone().requires_grad_(true);
+    auto s = at::full({}, 7.0, at::kDouble).requires_grad_(true);
+    auto l = loss->forward({li, lt, s, bias});
+    l.backward();
+    losses[r] = l.item<double>();
+    gi[r] = li.grad();
+    gt[r] = lt.grad();
+    gs[r] = s.grad();
+  });
+  EXPECT_NEAR((losses[0] + losses[1]) / W, ref_loss.item<double>(), 1e-12);
+  const double factor = c.gather_with_grad ? W : 1;
+  for (int r = 0; r < W; ++r) {
+    EXPECT_TRUE(all_close(gi[r], factor * ref_img.grad().narrow(0, r * B, B), 1e-12, 1e-9)) << "image rows of rank " << r;
+    EXPECT_TRUE(all_close(gt[r], factor * ref_txt.grad().narrow(0, r * B, B), 1e-12, 1e-9)) << "text rows of rank " << r;
+  }
+  // The scale is not gathered: its averaged gradient is the one-process one (margin losses do
+  // not use it).
+  ASSERT_EQ(gs[0].defined(), scale.grad().defined());
+  if (scale.grad().defined()) EXPECT_TRUE(all_close((gs[0] + gs[1]) / W, scale.grad(), 1e-12, 1e-9));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Dist, GatheredLoss,
+    ::testing::Values(Case{"clip", false, true}, Case{"clip", true, true}, Case{"clip", false, false},
+                      Case{"siglip", false, true}, Case{"siglip", true, true}, Case{"infonce", true, true},
+                      Case{"contrastive", true, true}, Case{"contrastive", false, true}, Case{"triplet", true, true},
+                      Case{"triplet", false, true}),
+    [](const auto& info) {
+      return info.param.loss + (info.param.local_loss ? "_local" : "_global") +
+             (info.param.gather_with_grad ? "_withgrad" : "_nograd");
+    });
+
+TEST(Dist, GradientAveragerMeansEveryGradientInSeveralBuckets) {
+  on_ranks(2, [](dist::Group& g) {
+    const double r = static_cast<double>(g.rank());
+    std::vector<at::Tensor> params = {at::zeros({3, 4}).requires_grad_(true), at::zeros({5}).requires_grad_(true),
+                                      at::zeros({2, 2}).requires_grad_(true), at::zeros({7}).requires_grad_(true)};
+    params[0].mutable_grad() = at::full({3, 4}, 1.0 + r);
+    params[1].mutable_grad() = at::arange(5, at::kFloat) * (r + 1);
+    if (g.rank() == 0) params[2].mutable_grad() = at::full({2, 2}, 4.0);  // rank 1: no gradient this step
+    params[3].mutable_grad() = at::full({7}, r == 0 ? -2.0 : 6.0);
+    dist::GradientAverager avg(shared(g), params, /*bucket_bytes=*/40);
+    EXPECT_GE(avg.buckets(), 3);
+    avg.average();
+    EXPECT_TRUE(params[0].grad().equal(at::full({3, 4}, 1.5)));
+    EXPECT_TRUE(all_close(params[1].grad(), at::arange(5, at::kFloat) * 1.5));
+    EXPECT_TRUE(params[2].grad().equal(at::full({2, 2}, 2.0)));
+    EXPECT_TRUE(params[3].grad().equal(at::full({7}, 2.0)));
+  });
+}
+
+TEST(Dist, StringsBroadcastAndIdentityCheck) {
+  on_ranks(3, [](dist::Group& g) {
+    auto all = g.all_gather_strings(std::string(static_cast<size_t>(g.rank()) * 3, 'a' + static_cast<char>(g.rank())));
+    ASSERT_EQ(all.size(), 3u);
+    EXPECT_EQ(all[0], "");
+    EXPECT_EQ(all[2], "cccccc");
+    EXPECT_EQ(g.broadcast_string(g.rank() == 1 ? "from one" : "ignored", 1), "from one");
+    auto same = at::arange(10, at::kFloat);
+    dist::check_identical(g, {same}, "same");
+    auto differs = g.rank() == 2 ? same + 1e-7 : same.clone();
+    auto msg = test::error_of<std::runtime_error>([&] { dist::check_identical(g, {differs}, "params"); });
+    EXPECT_NE(msg.find("params: rank 2 differs from rank 0"), std::string::npos) << msg;
+    std::vector<at::Tensor> b = {at::full({2}, static_cast<float>(g.rank()))};
+    dist::broadcast_from_rank0(g, b);
+    EXPECT_TRUE(b[0].equal(at::zeros({2})));
+  });
+}
+
+struct EnvVars {
+  explicit EnvVars(std::map<std::string, std::string> vars) : vars_(std::move(vars)) {
+    for (const auto& [k, v] : vars_) ::setenv(k.c_str(), v.c_str(), 1);
+  }
+  ~EnvVars() {
+    for (const auto& [k, v] : vars_) ::unsetenv(k.c_str());
+  }
+  std::map<std::string, std::string> vars_;
+};
+
+TEST(Dist, EnvironmentIsReadAsTorchrunSetsIt) {
+  EXPECT_FALSE(dist::Env::from_environment().distributed());
+  {
+    EnvVars v({{"RANK", "1"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "2"}, {"MASTER_ADDR", "node0"},
+               {"MASTER_PORT", "29400"}});
+    auto e = dist::Env::from_environment();
+    EXPECT_EQ(e.rank, 1);
+    EXPECT_EQ(e.world_size, 4);
+    EXPECT_EQ(e.local_rank, 1);
+    EXPECT_EQ(e.master_addr, "node0");
+    EXPECT_EQ(e.master_port, 29400);
+  }
+  auto error = [](std::map<std::string, std::string> vars) {
+    EnvVars v(std::move(vars));
+    return test::error_of<std::invalid_argument>([] { dist::Env::from_environment(); });
+  };
+  EXPECT_NE(error({{"RANK", "0"}}).find("WORLD_SIZE is not"), std::string::npos);
+  EXPECT_NE(error({{"RANK", "2"}, {"WORLD_SIZE", "2"}}).find("RANK=2 is outside"), std::string::npos);
+  EXPECT_NE(error({{"RANK", "x"}, {"WORLD_SIZE", "2"}}).find("RANK='x' is not an integer"), std::string::npos);
+  EXPECT_NE(error({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}}).find("MASTER_PORT is not set"),
+            std::string::npos);
+  EXPECT_NE(error({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}}).find("outside 1..65535"),
+            std::string::npos);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+TEST(Dist, RendezvousFailuresEndWithinTheTimeout) {
+  dist::Env e;
+  e.world_size = 2;
+  e.master_port = dist::free_local_port();
+  const auto opts = dist::GroupOptions().timeout_seconds(2);
+  // A peer that never arrives.
+  auto t0 = std::chrono::steady_clock::now();
+  auto msg = test::error_of<std::runtime_error>([&] { dist::Group::init(e, opts); });
+  EXPECT_NE(msg.find("rendezvous at 127.0.0.1:" + std::to_string(e.master_port) + " failed"), std::string::npos) << msg;
+  EXPECT_LT(seconds_since(t0), 10);
+  // No rank 0 at the address (rank 1 connecting to nothing).
+  e.rank = 1;
+  t0 = std::chrono::steady_clock::now();
+  msg = test::error_of<std::runtime_error>([&] { dist::Group::init(e, opts); });
+  EXPECT_NE(msg.find("rank 1/2: rendezvous"), std::string::npos) << msg;
+  EXPECT_LT(seconds_since(t0), 10);
+  // The port is taken.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(e.master_port));
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  e.rank = 0;
+  t0 = std::chrono::steady_clock::now();
+  msg = test::error_of<std::runtime_error>([&] { dist::Group::init(e, opts); });
+  ::close(fd);
+  EXPECT_NE(msg.find("rendezvous"), std::string::npos) << msg;
+  EXPECT_LT(seconds_since(t0), 10);
+  std::cout << "[ dist ] port in use: " << msg.substr(0, 300) << "\n";
+}
+
+TEST(Dist, UnknownBackendListsTheValidOnes) {
+  dist::Env e;
+  auto msg = test::error_of<std::invalid_argument>([&] { dist::Group::init(e, dist::GroupOptions().backend("mpi")); });
+  EXPECT_NE(msg.find("'mpi' is not available in this build; valid: auto, gloo"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace torchclip
