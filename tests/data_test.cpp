@@ -245,5 +245,37 @@ TEST(Shards, TarMembersGroupIntoSamplesAndProblemsAreNamed) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Shards, RanksAndWorkersReadEveryShardOnceAcrossTheJob) {
+  auto dir = test::temp_dir("tar_ranks");
+  const std::string png = fixture("rgb.png");
+  for (int s = 0; s < 6; ++s) {
+    TarWriter t((dir / ("s-" + std::to_string(s) + ".tar")).string());
+    for (int i = 0; i < 3; ++i) {
+      const std::string key = "k" + std::to_string(s) + "_" + std::to_string(i);
+      t.add(key + ".png", png);
+      t.add(key + ".txt", key);
+    }
+    t.close();
+  }
+  auto src = webdataset_source((dir / "s-{0..5}.tar").string());
+  for (int64_t epoch : {0, 1}) {
+    std::multiset<std::string> seen;
+    for (int64_t rank = 0; rank < 2; ++rank)
+      for (int64_t worker = 0; worker < 2; ++worker) {
+        StreamSpec spec;
+        spec.epoch = epoch;
+        spec.rank = rank;
+        spec.world_size = 2;
+        spec.worker = worker;
+        spec.workers = 2;
+        spec.shuffle_buffer = 1;
+        for (const auto& r : read_all(*src, spec)) seen.insert(r.caption);
+      }
+    EXPECT_EQ(seen.size(), 18u) << "epoch " << epoch;
+    EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()).size(), 18u) << "epoch " << epoch;  // each once
+  }
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace torchclip::data

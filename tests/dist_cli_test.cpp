@@ -193,6 +193,25 @@ TEST_F(DistTrain, AHungRankEndsTheOthersAtTheTimeout) {
   EXPECT_NE(s.output.find("rank 0/2:"), std::string::npos) << s.output;
 }
 
+// Exact resume on the same world size: each rank continues from its own loader position, so 6
+// steps straight equal 3 steps, a stop with checkpoint, and a resume, bit for bit.
+TEST_F(DistTrain, ResumeOnTheSameWorldSizeIsExact) {
+  const std::string common = "--nproc 2 --set loss.gather_with_grad=true --set loss.local_loss=true";
+  auto a = run_cli(train("exact_straight", common));
+  ASSERT_EQ(a.code, 0) << a.out;
+  auto b = run_cli(train("exact_resumed", common + " --stop-after 3"));
+  ASSERT_EQ(b.code, 0) << b.out;
+  b = run_cli(train("exact_resumed", common + " --resume auto"));
+  ASSERT_EQ(b.code, 0) << b.out;
+  EXPECT_NE(b.out.find("resuming from"), std::string::npos) << b.out;
+  auto la = losses(*dir_ / "exact_straight/metrics.jsonl"), lb = losses(*dir_ / "exact_resumed/metrics.jsonl");
+  ASSERT_EQ(la.size(), 6u);
+  EXPECT_EQ(la, lb);
+  auto wa = torchclip::load_safetensors((*dir_ / "exact_straight/checkpoints/step-00000006/model.safetensors").string());
+  auto wb = torchclip::load_safetensors((*dir_ / "exact_resumed/checkpoints/step-00000006/model.safetensors").string());
+  for (const auto& [name, t] : wa.tensors) EXPECT_TRUE(t.equal(wb.tensors.at(name))) << name;
+}
+
 // torchrun (from the torch wheel setup installs) as the launcher: its agent serves the store.
 TEST_F(DistTrain, TorchrunStartsTheRanks) {
   const int port = torchclip::dist::free_local_port();
