@@ -115,7 +115,8 @@ int bench_main(const Argv& argv) {
       .warmup(args.get_int("warmup", o.warmup()))
       .precision(args.get("precision", o.precision()))
       .device(args.get("device", o.device()))
-      .threads(args.get_int("threads", o.threads()));
+      .threads(args.get_int("threads", o.threads()))
+      .profile(args.get("profile", ""));
   const bool json = args.flag("json");
   const int64_t nproc = args.get_int("nproc", 1);
   const std::string rank_result = args.get("rank-result", "");

@@ -3,6 +3,7 @@
 #include "config.h"
 #include "subcommands.h"
 #include "util/args.h"
+#include "util/malloc_tuning.h"
 
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
@@ -46,7 +47,7 @@ commands:
                 reads a whole dataset as training would: usable and skipped samples by reason,
                 image sizes, caption lengths. SOURCE: a .csv/.tsv, tar shards ({a..b}, ::), synthetic:N
   bench model   --config NAME|FILE [--batch N] [--iters N] [--warmup N] [--precision fp32|bf16]
-                [--device cpu|cuda] [--threads N] [--json]
+                [--device cpu|cuda] [--threads N] [--profile TRACE.json] [--json]
                 forward+backward samples/s, model FLOPs and utilisation against this machine's matmul rate
   bench train   --config NAME|FILE [--batch N] [--iters N] [--precision fp32|bf16] [--threads N] [--nproc N] [--json]
                 a whole training step (with AdamW) for torchclip and open_clip on the same model, and the ratio;
@@ -68,6 +69,7 @@ commands:
 }  // namespace
 
 int main(int argc, char** argv) {
+  torchclip::tune_malloc_for_tensors();
   using torchclip::tools::Argv;
   Argv args(argv + 1, argv + argc);
   const std::map<std::string, std::function<int(const Argv&)>> commands = {

@@ -2,14 +2,17 @@
 
 #include "dist/dist.h"
 #include "loss/loss.h"
+#include "optim/fused_adamw.h"
 #include "model/clip.h"
 #include "io/fsutil.h"
 #include "util/autocast.h"
 #include "util/json.h"
+#include "util/malloc_tuning.h"
 #include "util/progress.h"
 
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/optim/adamw.h>
 
 
@@ -79,7 +82,7 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   }
   std::unique_ptr<torch::optim::AdamW> optimizer;
   if (o.optimizer_step()) {
-    optimizer = std::make_unique<torch::optim::AdamW>(
+    optimizer = std::make_unique<FusedAdamW>(
         model->parameters(), torch::optim::AdamWOptions(5e-4).betas({0.9, 0.98}).eps(1e-6).weight_decay(0.2));
   }
 
@@ -109,10 +112,22 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   r.optimizer_step = o.optimizer_step();
 
   r.world_size = o.group() ? o.group()->world_size() : 1;
-  std::vector<double> times, reduce_times;
-  Progress progress(fmt::format("bench {} b{}", o.config(), B), o.warmup() + o.iters(), "step",
+  std::vector<double> times, reduce_times, forward_times, backward_times, optimizer_times;
+  auto since = [&](Clock::time_point t) {
+    synchronize(device);
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
+  Progress progress(fmt::format("bench {} b{}", o.config(), B), o.warmup() + o.iters() + (o.profile().empty() ? 0 : 3), "step",
                     stderr);
-  for (int64_t i = 0; i < o.warmup() + o.iters(); ++i) {
+  const int64_t timed_end = o.warmup() + o.iters(), profiled = o.profile().empty() ? 0 : 3;
+  for (int64_t i = 0; i < timed_end + profiled; ++i) {
+    if (i == timed_end) {  // a few more steps under the profiler, outside the timings
+      namespace prof = torch::autograd::profiler;
+      const prof::ProfilerConfig config(prof::ProfilerState::KINETO, /*report_input_shapes=*/true);
+      const std::set<prof::ActivityType> activities = {prof::ActivityType::CPU};
+      prof::prepareProfiler(config, activities);
+      prof::enableProfiler(config, activities);
+    }
     for (auto& p : model->parameters()) p.mutable_grad() = at::Tensor();
     synchronize(device);
     auto t0 = Clock::now();
@@ -122,31 +137,49 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
       auto out = model->forward(images, ids);
       loss = loss_fn->forward({out.image_features, out.text_features, out.logit_scale, out.logit_bias});
     }
+    const double forward_dt = since(t0);
+    const auto b0 = Clock::now();
     loss.backward();
+    const double backward_dt = since(b0);
+    const bool timed = i >= o.warmup() && i < timed_end;
     if (averager) {
       auto a0 = Clock::now();
       averager->average();
-      if (i >= o.warmup()) reduce_times.push_back(std::chrono::duration<double>(Clock::now() - a0).count());
+      if (timed) reduce_times.push_back(std::chrono::duration<double>(Clock::now() - a0).count());
     }
+    const auto o0 = Clock::now();
     if (optimizer) {
       optimizer->step();
       model->clamp_logit_scale();
     }
-    synchronize(device);
-    double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (i >= o.warmup()) times.push_back(dt);
+    const double optimizer_dt = since(o0);
+    double dt = since(t0);
+    if (timed) {
+      times.push_back(dt);
+      forward_times.push_back(forward_dt);
+      backward_times.push_back(backward_dt);
+      optimizer_times.push_back(optimizer_dt);
+    }
     r.loss = loss.item<double>();
     if (o.progress()) progress.advance(1, fmt::format("loss {:.4f}", r.loss));
   }
   if (o.progress()) progress.finish();
+  if (profiled) {
+    torch::autograd::profiler::disableProfiler()->save(o.profile());
+    if (o.progress()) fmt::print(stderr, "profile of {} steps (Chrome trace): {}\n", profiled, o.profile());
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  r.forward_seconds_median = median(forward_times);
+  r.backward_seconds_median = median(backward_times);
+  r.optimizer_seconds_median = median(optimizer_times);
   std::sort(times.begin(), times.end());
   r.step_seconds_median = times[times.size() / 2];
   r.step_seconds_min = times.front();
   r.samples_per_second = B * r.world_size / r.step_seconds_median;
-  if (!reduce_times.empty()) {
-    std::sort(reduce_times.begin(), reduce_times.end());
-    r.allreduce_seconds_median = reduce_times[reduce_times.size() / 2];
-  }
+  if (!reduce_times.empty()) r.allreduce_seconds_median = median(reduce_times);
   r.achieved_gflops = r.train_flops_per_sample * r.samples_per_second / 1e9;
   if (!o.group()) {  // ranks share the machine: its matmul rate is measured by one process
     r.matmul_gflops = measure_matmul_gflops(o.device(), o.precision());
@@ -160,27 +193,38 @@ BenchTrainResult bench_train(BenchModelOptions o, const std::string& python) {
   BenchTrainResult r;
   r.ours = bench_model(o);
   const std::string config_path = load_model_config(o.config()).source();
-  const std::string cmd = fmt::format("{} {}/scripts/bench_openclip_train.py --config {} --batch {} --steps {} --warmup {} "
-                                      "--threads {} --precision {} 2>&1",
-                                      python, TORCHCLIP_SOURCE_DIR, config_path, o.batch(), o.iters(), o.warmup(),
-                                      r.ours.threads, o.precision());
-  if (o.progress()) fmt::print(stderr, "open_clip training step: {}\n", cmd);
-  int status = 0;
-  const std::string out = run_command(cmd, status);
-  const size_t brace = out.rfind("{\"step_seconds_median\"");
-  if (status != 0 || brace == std::string::npos) {
-    r.note = fmt::format("open_clip did not run (exit {}): {}", status, out.substr(0, 400));
-    return r;
+  // open_clip as users run it, then with the malloc settings torchclip uses, in the same run.
+  for (const std::string& env : {std::string(), std::string(malloc_tuning_environment()) + " "}) {
+    const std::string cmd = fmt::format("{}{} {}/scripts/bench_openclip_train.py --config {} --batch {} --steps {} --warmup {} "
+                                        "--threads {} --precision {} 2>&1",
+                                        env, python, TORCHCLIP_SOURCE_DIR, config_path, o.batch(), o.iters(), o.warmup(),
+                                        r.ours.threads, o.precision());
+    if (o.progress()) fmt::print(stderr, "open_clip training step: {}\n", cmd);
+    int status = 0;
+    const std::string out = run_command(cmd, status);
+    const size_t brace = out.rfind("{\"step_seconds_median\"");
+    if (status != 0 || brace == std::string::npos) {
+      r.note = fmt::format("open_clip did not run (exit {}): {}", status, out.substr(0, 400));
+      return r;
+    }
+    if (env.empty()) {
+      r.openclip_step_seconds = json_number(out.substr(brace), "step_seconds_median");
+      r.openclip_samples_per_second = json_number(out.substr(brace), "samples_per_second");
+    } else {
+      r.openclip_tuned_samples_per_second = json_number(out.substr(brace), "samples_per_second");
+    }
   }
-  r.openclip_step_seconds = json_number(out.substr(brace), "step_seconds_median");
-  r.openclip_samples_per_second = json_number(out.substr(brace), "samples_per_second");
   return r;
 }
 
 std::string BenchTrainResult::to_json() const {
   return fmt::format("{{\"torchclip\": {}, \"openclip_samples_per_second\": {:.4f}, \"openclip_step_seconds_median\": {:.6f}, "
-                     "\"ratio\": {:.3f}, \"note\": {}}}",
-                     torchclip::to_json(ours), openclip_samples_per_second, openclip_step_seconds, ratio(), json_quote(note));
+                     "\"ratio\": {:.3f}, \"openclip_tuned_malloc_samples_per_second\": {:.4f}, \"ratio_tuned_malloc\": {:.3f}, "
+                     "\"note\": {}}}",
+                     torchclip::to_json(ours), openclip_samples_per_second, openclip_step_seconds, ratio(),
+                     openclip_tuned_samples_per_second,
+                     openclip_tuned_samples_per_second > 0 ? ours.samples_per_second / openclip_tuned_samples_per_second : 0,
+                     json_quote(note));
 }
 
 std::string BenchTrainResult::to_text() const {
@@ -189,6 +233,9 @@ std::string BenchTrainResult::to_text() const {
     s += fmt::format("  open_clip training step {:>8.2f} samples/s   (median step {:.1f} ms)\n", openclip_samples_per_second,
                      openclip_step_seconds * 1e3);
     s += fmt::format("  ratio torchclip / open_clip {:.2f}x\n", ratio());
+    if (openclip_tuned_samples_per_second > 0)
+      s += fmt::format("  open_clip, same malloc   {:>8.2f} samples/s   -> ratio {:.2f}x ({})\n", openclip_tuned_samples_per_second,
+                       ours.samples_per_second / openclip_tuned_samples_per_second, malloc_tuning_environment());
   } else {
     s += "  open_clip not measured: " + note + "\n";
   }
@@ -233,12 +280,15 @@ std::string to_text(const BenchModelResult& r) {
       "model {} on {} ({}, {} threads), batch {}, {} timed steps\n"
       "  parameters            {:>12}\n"
       "  {:<21} {:>12.2f} samples/s   (median step {:.1f} ms, best {:.1f} ms)\n"
+      "  phases (median)       forward+loss {:.1f} ms, backward {:.1f} ms{}\n"
       "  model FLOPs/sample    {:>12.3f} GFLOP forward, {:.3f} GFLOP train (3x)\n"
       "  achieved              {:>12.2f} GFLOP/s\n"
       "  machine matmul        {:>12.2f} GFLOP/s   -> utilisation {:.1f}%\n",
       r.config, r.device, r.precision, r.threads, r.batch, r.iters, r.parameters,
       r.optimizer_step ? "training step" : "forward+backward", r.samples_per_second,
-      r.step_seconds_median * 1e3, r.step_seconds_min * 1e3, r.forward_flops_per_sample / 1e9,
+      r.step_seconds_median * 1e3, r.step_seconds_min * 1e3, r.forward_seconds_median * 1e3, r.backward_seconds_median * 1e3,
+      r.optimizer_step ? fmt::format(", optimizer {:.1f} ms", r.optimizer_seconds_median * 1e3) : std::string(),
+      r.forward_flops_per_sample / 1e9,
       r.train_flops_per_sample / 1e9, r.achieved_gflops, r.matmul_gflops, 100 * r.utilisation);
 }
 

@@ -33,6 +33,8 @@ struct BenchModelOptions {
   /// Data parallel: this rank's batch is `batch`; the loss gathers features from every rank
   /// (local_loss + gather_with_grad) and gradients are averaged in buckets after backward.
   TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
+  /// When set, 3 more steps run under LibTorch's (Kineto) profiler, saved here as a Chrome trace.
+  TORCH_ARG(std::string, profile) = "";
 };
 
 struct BenchModelResult {
@@ -50,6 +52,8 @@ struct BenchModelResult {
   bool optimizer_step = false;  // the timed step included the AdamW update
   int64_t world_size = 1;       // ranks; samples_per_second counts the whole job's samples
   double allreduce_seconds_median = 0;  // per step, gradient averaging only (world_size > 1)
+  /// Medians of the step's phases: forward with the loss, backward, optimizer update.
+  double forward_seconds_median = 0, backward_seconds_median = 0, optimizer_seconds_median = 0;
 };
 
 BenchModelResult bench_model(const BenchModelOptions& options);
@@ -59,6 +63,8 @@ BenchModelResult bench_model(const BenchModelOptions& options);
 struct BenchTrainResult {
   BenchModelResult ours;
   double openclip_samples_per_second = 0, openclip_step_seconds = 0;
+  /// open_clip again with torchclip's malloc settings in its environment (util/malloc_tuning.h).
+  double openclip_tuned_samples_per_second = 0;
   std::string note;  // why open_clip was not measured, if it was not
   double ratio() const { return openclip_samples_per_second > 0 ? ours.samples_per_second / openclip_samples_per_second : 0; }
   std::string to_json() const;

@@ -37,7 +37,10 @@ at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const std::optional<a
                  .permute({2, 0, 3, 1, 4});               // [3, B, H, T, D]
   std::optional<at::Tensor> mask;
   if (attn_mask) mask = attn_mask->to(x.scalar_type());
-  auto y = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], mask, /*dropout_p=*/0.0, is_causal);
+  // unbind, not qkv[i]: its backward stacks the three gradients, where three selects would each
+  // zero-fill a [3, B, H, T, D] buffer and add them up.
+  auto q_k_v = qkv.unbind(0);  // 3 x [B, H, T, D]
+  auto y = at::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2], mask, /*dropout_p=*/0.0, is_causal);
   y = y.transpose(1, 2).reshape({B, T, width});  // [B, H, T, D] -> [B, T, W]
   return out_proj(y);
 }

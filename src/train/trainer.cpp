@@ -4,6 +4,7 @@
 #include "dist/dist.h"
 #include "io/fsutil.h"
 #include "loss/loss.h"
+#include "optim/fused_adamw.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/plot.h"
@@ -173,7 +174,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
               tokenizer->vocab_size(), " ids but the model's text_cfg.vocab_size is ", cfg.model().text_cfg().vocab_size());
   auto loss_fn = make_loss(cfg.loss());
   if (group) loss_fn->set_distributed(std::make_shared<dist::GroupGather>(group), cfg.loss().distributed());
-  torch::optim::AdamW optimizer(param_groups(model, cfg.optim()));
+  FusedAdamW optimizer(param_groups(model, cfg.optim()));
 
   auto source = data::open_source(dc.train(), csv_options(dc, false));
   const int64_t S = cfg.model().vision_cfg().image_size(), ctx = cfg.model().text_cfg().context_length();
