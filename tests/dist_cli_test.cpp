@@ -42,7 +42,7 @@ class DistTrain : public ::testing::Test {
     const fs::path& d = *dir_;
     fs::create_directories(d / "img");
     std::ofstream csv(d / "d.csv");
-    csv << "filepath,title\n";
+    csv << "filepath,title,label\n";
     std::mt19937 rng(7);
     const char* names[] = {"red", "green", "blue", "grey"};
     for (int i = 0; i < 64; ++i) {
@@ -50,7 +50,7 @@ class DistTrain : public ::testing::Test {
       cv::Mat m(16, 16, CV_8UC3, cv::Scalar(c == 2 ? 200 : 30, c == 1 ? 200 : 30, c == 0 ? 200 : 30));
       m.at<cv::Vec3b>(static_cast<int>(rng() % 16), static_cast<int>(rng() % 16)) = cv::Vec3b(255, 255, 255);
       cv::imwrite((d / "img" / (std::to_string(i) + ".png")).string(), m);
-      csv << "img/" << i << ".png,a " << names[c] << " square number " << i << "\n";
+      csv << "img/" << i << ".png,a " << names[c] << " square number " << i << "," << c << "\n";
     }
     const std::string model = "embed_dim: 16\nvision_cfg: {image_size: 16, patch_size: 8, layers: 2, width: 32, head_width: 16}\n"
                               "text_cfg: {context_length: 12, width: 32, heads: 2, layers: 2}\n";
@@ -105,6 +105,7 @@ TEST_F(DistTrain, TwoRanksMatchOneProcessWithTheWholeBatch) {
                                                   (c.local_loss ? "true" : "false") + " --set dist.check_every=1"));
     ASSERT_EQ(two.code, 0) << two.out;
     EXPECT_NE(two.out.find("data parallel: 2 ranks (gloo backend"), std::string::npos) << two.out;
+    EXPECT_EQ(two.out.find("trained 6 steps"), two.out.rfind("trained 6 steps")) << "rank 1 printed too:\n" << two.out;
     auto l1 = losses(*dir_ / ("one_" + c.name) / "metrics.jsonl"), l2 = losses(*dir_ / ("two_" + c.name) / "metrics.jsonl");
     ASSERT_EQ(l1.size(), 6u);
     ASSERT_EQ(l2.size(), 6u);
@@ -221,6 +222,20 @@ TEST_F(DistTrain, TorchrunStartsTheRanks) {
   EXPECT_NE(r.out.find("data parallel: 2 ranks (gloo backend, rendezvous 127.0.0.1:" + std::to_string(port)), std::string::npos)
       << r.out;
   EXPECT_TRUE(fs::exists(*dir_ / "torchrun/checkpoints/step-00000002")) << r.out;
+}
+
+// Periodic evaluation and checkpoints run on rank 0 while rank 1 waits (store, not collective).
+TEST_F(DistTrain, Rank0EvaluatesWhileTheOthersWait) {
+  std::ofstream(*dir_ / "classes.txt") << "red\ngreen\nblue\ngrey\n";
+  std::ofstream(*dir_ / "templates.txt") << "a {} square\n";
+  auto r = run_cli(train("eval", "--nproc 2 --set data.val=" + (*dir_ / "d.csv").string() + " --set data.classes=" +
+                                     (*dir_ / "classes.txt").string() + " --set data.templates=" +
+                                     (*dir_ / "templates.txt").string() +
+                                     " --set train.eval_every=2 --set train.checkpoint_every=2 --set dist.timeout_seconds=5"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  size_t evals = 0;
+  for (size_t p = r.out.find("eval at step"); p != std::string::npos; p = r.out.find("eval at step", p + 1)) ++evals;
+  EXPECT_EQ(evals, 3u) << r.out;  // steps 2 and 4, then the final one, each printed once
 }
 
 TEST_F(DistTrain, LauncherRefusesToNestAndChecksTheConfigOnce) {

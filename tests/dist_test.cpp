@@ -228,6 +228,25 @@ TEST(Dist, RendezvousFailuresEndWithinTheTimeout) {
   std::cout << "[ dist ] port in use: " << msg.substr(0, 300) << "\n";
 }
 
+TEST(Dist, OtherRanksWaitForRank0BeyondTheCollectiveTimeoutAndShareItsFailure) {
+  on_ranks(
+      2,
+      [](dist::Group& g) {
+        bool ran = false;
+        g.run_on_rank0("slow evaluation", [&] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // > the 1 s timeout
+          ran = true;
+        });
+        EXPECT_EQ(ran, g.rank() == 0);
+        g.barrier();  // the group still works afterwards
+        auto msg = test::error_of<std::runtime_error>(
+            [&] { g.run_on_rank0("checkpoint at step 7", [] { throw std::runtime_error("disk full"); }); });
+        if (g.rank() == 0) EXPECT_EQ(msg, "disk full");
+        else EXPECT_NE(msg.find("rank 0 failed in checkpoint at step 7: error: disk full"), std::string::npos) << msg;
+      },
+      /*timeout=*/1);
+}
+
 TEST(Dist, UnknownBackendListsTheValidOnes) {
   dist::Env e;
   auto msg = test::error_of<std::invalid_argument>([&] { dist::Group::init(e, dist::GroupOptions().backend("mpi")); });

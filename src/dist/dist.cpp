@@ -78,7 +78,7 @@ struct Group::Impl {
   Env env;
   std::string backend;
   double timeout_seconds = 0;
-  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Store> store;  // the prefixed store the group uses
   c10::intrusive_ptr<c10d::Backend> pg;
 
   /// Waits for `work`, turning backend errors into one message with context.
@@ -138,6 +138,7 @@ std::shared_ptr<Group> Group::init(const Env& env, const GroupOptions& o) {
   const std::string prefix =
       (env.agent_store ? fmt::format("/worker/attempt_{}/", env.restart_count) : std::string()) + "torchclip/" + backend;
   auto store = c10::make_intrusive<c10d::PrefixStore>(prefix, impl->store);
+  impl->store = store;
   try {
     if (backend == "gloo") {
       auto go = c10d::ProcessGroupGloo::Options::create(timeout);
@@ -227,6 +228,31 @@ std::string Group::broadcast_string(const std::string& value, int64_t root) {
 void Group::barrier() {
   auto work = impl_->guarded("barrier", [&] { return impl_->pg->barrier(); });
   impl_->wait(work, "barrier");
+}
+
+void Group::run_on_rank0(const std::string& what, const std::function<void()>& fn) {
+  const std::string key = "rank0/" + what;
+  auto to_bytes = [](const std::string& v) { return std::vector<uint8_t>(v.begin(), v.end()); };
+  if (rank() == 0) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      impl_->store->set(key, to_bytes(std::string("error: ") + e.what()));
+      throw;
+    }
+    impl_->store->set(key, to_bytes("ok"));
+    return;
+  }
+  std::string status;
+  try {
+    impl_->store->wait({key}, std::chrono::hours(24 * 7));
+    const auto v = impl_->store->get(key);
+    status.assign(v.begin(), v.end());
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("rank {}/{}: lost rank 0 while it ran {}: {}", rank(), world_size(), what, e.what()));
+  }
+  if (status != "ok")
+    throw std::runtime_error(fmt::format("rank {}/{}: rank 0 failed in {}: {}", rank(), world_size(), what, status));
 }
 
 // ---- gradients -----------------------------------------------------------------------------

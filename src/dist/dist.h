@@ -10,6 +10,7 @@
 
 #include <torch/arg.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,6 +72,11 @@ class Group {
   /// `root`'s string on every rank.
   std::string broadcast_string(const std::string& value, int64_t root);
   void barrier();
+  /// Runs `fn` on rank 0 while the other ranks wait for it through the store, with no collective
+  /// timeout (evaluation or a large checkpoint may take longer than dist.timeout_seconds). If
+  /// rank 0 throws, every rank throws, naming `what`; if rank 0 dies, the others fail at once.
+  /// `what` must be unique per call (e.g. include the step).
+  void run_on_rank0(const std::string& what, const std::function<void()>& fn);
 
   struct Impl;
 

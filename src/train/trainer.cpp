@@ -23,6 +23,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 
 namespace torchclip {
@@ -265,12 +266,18 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     fmt::print("{}\n", line);
     return r.metrics;
   };
+  // Work only rank 0 does; the others wait for it without a collective timeout.
+  auto on_rank0 = [&](const std::string& what, const std::function<void()>& fn) {
+    if (group) group->run_on_rank0(fmt::format("{} at step {}", what, st.step), fn);
+    else fn();
+  };
   auto checkpoint = [&] {
     const std::string mine = loader.state().to_string();
     st.loader_states = group ? group->all_gather_strings(mine) : std::vector<std::string>{mine};
-    if (main_rank)
+    on_rank0("checkpoint", [&] {
       result.checkpoint = save_checkpoint(ckpt_root.string(), model, optimizer, st, cfg.tokenizer(), effective,
                                           loop.keep_checkpoints());
+    });
   };
 
   const int64_t start_step = st.step;
@@ -370,7 +377,8 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     if (progress)
       bar.advance(1, fmt::format("loss {:.4f} lr {:.2e} {:.0f} samples/s data wait {:.0f}%", loss_value, lr,
                                  samples_per_second, 100 * (dt > 0 ? waited / dt : 0.0)));
-    if (loop.eval_every() > 0 && st.step % loop.eval_every() == 0 && st.step < total) run_eval("periodic");
+    if (loop.eval_every() > 0 && st.step % loop.eval_every() == 0 && st.step < total)
+      on_rank0("evaluation", [&] { run_eval("periodic"); });
     const bool stop = signalled || (run.stop_after() > 0 && st.step - start_step >= run.stop_after());
     if ((loop.checkpoint_every() > 0 && st.step % loop.checkpoint_every() == 0) || stop || st.step == total) checkpoint();
     if (stop) {
