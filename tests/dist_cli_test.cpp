@@ -224,6 +224,22 @@ TEST_F(DistTrain, TorchrunStartsTheRanks) {
   EXPECT_TRUE(fs::exists(*dir_ / "torchrun/checkpoints/step-00000002")) << r.out;
 }
 
+// SIGTERM to the --nproc launcher reaches every rank: they stop at the same step, rank 0 saves a
+// checkpoint, and the launcher exits with the interrupted code (5).
+TEST_F(DistTrain, SigtermToTheLauncherStopsAllRanksWithACheckpoint) {
+  const fs::path out = *dir_ / "sigterm";
+  auto r = run_shell(std::string(TORCHCLIP_BINARY) + " " + train("sigterm", "--nproc 2 --set train.steps=100000") +
+                     " > " + (*dir_ / "sigterm.log").string() + " 2>&1 & p=$!; for i in $(seq 300); do grep -q '\"step\": 3,' " +
+                     (out / "metrics.jsonl").string() + " 2>/dev/null && break; sleep 0.1; done; kill -TERM $p; wait $p; echo \"exit=$?\"");
+  EXPECT_NE(r.out.find("exit=5"), std::string::npos) << r.out;
+  std::vector<fs::path> ckpts;
+  for (const auto& e : fs::directory_iterator(out / "checkpoints")) ckpts.push_back(e.path());
+  ASSERT_EQ(ckpts.size(), 1u);
+  auto again = run_cli(train("sigterm", "--nproc 2 --resume auto --set train.steps=100000 --stop-after 1"));
+  EXPECT_EQ(again.code, 0) << again.out;
+  EXPECT_NE(again.out.find("resuming from " + ckpts[0].string()), std::string::npos) << again.out;
+}
+
 // Periodic evaluation and checkpoints run on rank 0 while rank 1 waits (store, not collective).
 TEST_F(DistTrain, Rank0EvaluatesWhileTheOthersWait) {
   std::ofstream(*dir_ / "classes.txt") << "red\ngreen\nblue\ngrey\n";
