@@ -64,14 +64,7 @@ int bench_train_scaling(const Argv& argv, BenchModelOptions o, int64_t nproc, bo
   r.one_rank_samples_per_second = bench_model(BenchModelOptions(o).threads(per_rank)).samples_per_second;
   const std::string result = (std::filesystem::temp_directory_path() /
                               fmt::format("torchclip_bench_ranks_{}.json", ::getpid())).string();
-  std::vector<std::string> cmd = {std::filesystem::read_symlink("/proc/self/exe").string()};
-  for (size_t i = 0; i < argv.size(); ++i) {
-    if (argv[i] == "--nproc" || argv[i] == "--threads") {
-      ++i;
-      continue;
-    }
-    cmd.push_back(argv[i]);
-  }
+  auto cmd = dist::self_command(argv, {"--nproc", "--threads"});  // argv starts with "train"
   cmd.insert(cmd.begin() + 1, "bench");
   for (const auto& a : {std::string("--threads"), std::to_string(per_rank), std::string("--rank-result"), result})
     cmd.push_back(a);

@@ -11,24 +11,6 @@
 
 namespace torchclip::tools {
 
-namespace {
-
-/// `torchclip train ARGS` without --nproc, as each rank runs it.
-std::vector<std::string> rank_command(const Argv& argv) {
-  std::vector<std::string> cmd = {std::filesystem::read_symlink("/proc/self/exe").string(), "train"};
-  for (size_t i = 0; i < argv.size(); ++i) {
-    if (argv[i] == "--nproc") {
-      ++i;
-      continue;
-    }
-    if (argv[i].rfind("--nproc=", 0) == 0) continue;
-    cmd.push_back(argv[i]);
-  }
-  return cmd;
-}
-
-}  // namespace
-
 int train_main(const Argv& argv) {
   Args args(argv);
   const std::string config = args.require("config");
@@ -47,7 +29,9 @@ int train_main(const Argv& argv) {
     load_train_config(config, overrides);  // a bad config fails once, here, not in every rank
     dist::LaunchOptions lo;
     lo.nproc = static_cast<int>(nproc);
-    return dist::launch_local(rank_command(argv), lo);
+    auto cmd = dist::self_command(argv, {"--nproc"});
+    cmd.insert(cmd.begin() + 1, "train");
+    return dist::launch_local(cmd, lo);
   }
   auto cfg = load_train_config(config, overrides);
   auto r = train(cfg, run);

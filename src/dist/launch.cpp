@@ -39,6 +39,27 @@ int exit_code(int status) {
 
 }  // namespace
 
+std::vector<std::string> self_command(const std::vector<std::string>& args, const std::vector<std::string>& drop) {
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) throw std::runtime_error(fmt::format("--nproc: cannot read /proc/self/exe: {}", std::strerror(errno)));
+  std::vector<std::string> cmd = {std::string(exe, static_cast<size_t>(n))};
+  for (size_t i = 0; i < args.size(); ++i) {
+    bool dropped = false;
+    for (const auto& flag : drop) {
+      if (args[i] == flag) {
+        ++i;  // and its value
+        dropped = true;
+      } else if (args[i].rfind(flag + "=", 0) == 0) {
+        dropped = true;
+      }
+      if (dropped) break;
+    }
+    if (!dropped) cmd.push_back(args[i]);
+  }
+  return cmd;
+}
+
 int free_local_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw std::runtime_error(fmt::format("--nproc: socket(): {}", std::strerror(errno)));

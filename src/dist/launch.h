@@ -18,6 +18,10 @@ struct LaunchOptions {
   bool split_threads = true;
 };
 
+/// This program again (/proc/self/exe) with `args`, minus the flags in `drop` and their values
+/// ("--flag value" or "--flag=value"): the command each rank of `--nproc` runs.
+std::vector<std::string> self_command(const std::vector<std::string>& args, const std::vector<std::string>& drop);
+
 /// A TCP port that was free on 127.0.0.1 a moment ago.
 int free_local_port();
 
