@@ -193,8 +193,11 @@ BenchTrainResult bench_train(BenchModelOptions o, const std::string& python) {
   BenchTrainResult r;
   r.ours = bench_model(o);
   const std::string config_path = load_model_config(o.config()).source();
-  // open_clip as users run it, then with the malloc settings torchclip uses, in the same run.
-  for (const std::string& env : {std::string(), std::string(malloc_tuning_environment()) + " "}) {
+  // open_clip as users run it, and, when TORCHCLIP_TUNE_MALLOC=1 tuned this process, again with
+  // the same malloc settings, in the same run.
+  std::vector<std::string> envs = {std::string()};
+  if (malloc_tuned()) envs.push_back(std::string(malloc_tuning_environment()) + " ");
+  for (const std::string& env : envs) {
     const std::string cmd = fmt::format("{}{} {}/scripts/bench_openclip_train.py --config {} --batch {} --steps {} --warmup {} "
                                         "--threads {} --precision {} 2>&1",
                                         env, python, TORCHCLIP_SOURCE_DIR, config_path, o.batch(), o.iters(), o.warmup(),
