@@ -56,7 +56,9 @@ class ToolsFixture : public ::testing::Test {
                                        "text_cfg: {context_length: 12, width: 32, heads: 2, layers: 2}\n";
     std::ofstream(d / "train.yaml") << "model: " << (d / "model.yaml").string() << "\ndata:\n  train: " << (d / "train.csv").string()
                                     << "\n  batch_size: 32\n  workers: 2\noptim: {lr: 3.0e-3, weight_decay: 0.0}\n"
-                                    << "schedule: {warmup_steps: 5}\ntrain: {steps: 150, threads: 2, checkpoint_every: 150}\n";
+                                    // One thread: ctest -j2 runs two of these fixtures at once, and two
+                                    // 2-thread OpenMP teams on 2 cores spin-wait each other to a crawl.
+                                    << "schedule: {warmup_steps: 5}\ntrain: {steps: 150, threads: 1, checkpoint_every: 150}\n";
     auto r = run_cli("train --config " + (d / "train.yaml").string() + " --out " + (d / "run").string());
     ASSERT_EQ(r.code, 0) << r.out;
     for (const auto& e : fs::directory_iterator(d / "run" / "checkpoints")) model_ = new std::string(e.path().string());
