@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine: set up, build, prepare Fashion-MNIST, pretrain a
-# tiny CLIP on its image-caption pairs (about 2.5 minutes on 2 cores), evaluate it zero-shot on the
+# tiny CLIP on its image-caption pairs (about 2.5-3 minutes on 2 cores), evaluate it zero-shot on the
 # 10k test images with prompt templates disjoint from the training captions, and search the test
 # images by text.
 set -euo pipefail
