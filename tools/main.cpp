@@ -3,7 +3,7 @@
 #include "config.h"
 #include "subcommands.h"
 #include "util/args.h"
-#include "util/malloc_tuning.h"
+#include "util/cpu_allocator.h"
 
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
@@ -50,7 +50,9 @@ commands:
                 [--device cpu|cuda] [--threads N] [--profile TRACE.json] [--json]
                 forward+backward samples/s, model FLOPs and utilisation against this machine's matmul rate
   bench train   --config NAME|FILE [--batch N] [--iters N] [--precision fp32|bf16] [--threads N] [--nproc N] [--json]
-                a whole training step (with AdamW) for torchclip and open_clip on the same model, and the ratio;
+                [--openclip-tuned-malloc]
+                a whole training step (with AdamW) for torchclip and open_clip on the same model, and the ratio
+                (--openclip-tuned-malloc: open_clip once more with glibc's mmap/trim thresholds at 1 GiB);
                 with --nproc N: N data-parallel ranks (batch per rank) against 1 process, scaling efficiency
   bench data    [--images N] [--workers N] [--batch N] [--size S] [--resize pil|fast] [--dir DIR] [--data CSV]
                 [--no-compare] [--json]
@@ -69,7 +71,12 @@ commands:
 }  // namespace
 
 int main(int argc, char** argv) {
-  torchclip::tune_malloc_for_tensors();
+  try {
+    torchclip::install_cpu_caching_allocator();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 2;
+  }
   using torchclip::tools::Argv;
   Argv args(argv + 1, argv + argc);
   const std::map<std::string, std::function<int(const Argv&)>> commands = {

@@ -54,6 +54,10 @@ struct BenchModelResult {
   double allreduce_seconds_median = 0;  // per step, gradient averaging only (world_size > 1)
   /// Medians of the step's phases: forward with the loss, backward, optimizer update.
   double forward_seconds_median = 0, backward_seconds_median = 0, optimizer_seconds_median = 0;
+  /// The caching CPU allocator (util/cpu_allocator.h) over the timed steps: allocations of
+  /// >= 64 KiB, how many reused a cached block, and the bytes cached at the end.
+  bool cpu_cache = false;
+  int64_t cpu_cache_allocations = 0, cpu_cache_hits = 0, cpu_cache_bytes = 0;
 };
 
 BenchModelResult bench_model(const BenchModelOptions& options);
@@ -63,14 +67,17 @@ BenchModelResult bench_model(const BenchModelOptions& options);
 struct BenchTrainResult {
   BenchModelResult ours;
   double openclip_samples_per_second = 0, openclip_step_seconds = 0;
-  /// open_clip again with torchclip's malloc settings in its environment (util/malloc_tuning.h).
+  /// open_clip again with glibc's mmap/trim thresholds raised in its environment (when asked).
   double openclip_tuned_samples_per_second = 0;
   std::string note;  // why open_clip was not measured, if it was not
   double ratio() const { return openclip_samples_per_second > 0 ? ours.samples_per_second / openclip_samples_per_second : 0; }
   std::string to_json() const;
   std::string to_text() const;
 };
-BenchTrainResult bench_train(BenchModelOptions options, const std::string& python = "python3");
+/// With `openclip_tuned_malloc`, open_clip also runs with MALLOC_MMAP_THRESHOLD_ and
+/// MALLOC_TRIM_THRESHOLD_ at 1 GiB: glibc then keeps freed tensor memory mapped, much as our
+/// caching CPU allocator (util/cpu_allocator.h) does, so the ratio without that effect shows too.
+BenchTrainResult bench_train(BenchModelOptions options, bool openclip_tuned_malloc = false, const std::string& python = "python3");
 
 /// `torchclip bench train --nproc N` on one machine: the training step of N ranks (each with
 /// `batch` samples and cores / N threads) against one process with the same per-rank batch,
