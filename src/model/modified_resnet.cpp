@@ -54,11 +54,11 @@ at::Tensor AttentionPool2dImpl::forward(const at::Tensor& x_in) {
   x = x + positional_embedding.to(x.scalar_type());
   const int64_t T = x.size(1);
   // Only the mean token's output is kept, so only its query is computed.
-  auto q = q_proj(x.slice(1, 0, 1)).view({B, 1, heads, D}).transpose(1, 2);  // [B, H, 1, D]
-  auto k = k_proj(x).view({B, T, heads, D}).transpose(1, 2);                 // [B, H, T, D]
-  auto v = v_proj(x).view({B, T, heads, D}).transpose(1, 2);                 // [B, H, T, D]
+  auto q = linear(q_proj, x.slice(1, 0, 1)).view({B, 1, heads, D}).transpose(1, 2);  // [B, H, 1, D]
+  auto k = linear(k_proj, x).view({B, T, heads, D}).transpose(1, 2);                 // [B, H, T, D]
+  auto v = linear(v_proj, x).view({B, T, heads, D}).transpose(1, 2);                 // [B, H, T, D]
   auto y = at::scaled_dot_product_attention(q, k, v);                        // [B, H, 1, D]
-  return c_proj(y.transpose(1, 2).reshape({B, C}));                          // [B, output_dim]
+  return linear(c_proj, y.transpose(1, 2).reshape({B, C}));                          // [B, output_dim]
 }
 
 void ModifiedResNetImpl::reset() {

@@ -42,7 +42,7 @@ at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const std::optional<a
   auto q_k_v = qkv.unbind(0);  // 3 x [B, H, T, D]
   auto y = at::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2], mask, /*dropout_p=*/0.0, is_causal);
   y = y.transpose(1, 2).reshape({B, T, width});  // [B, H, T, D] -> [B, T, W]
-  return out_proj(y);
+  return linear(out_proj, y);
 }
 
 void LayerScaleImpl::reset() { gamma = register_parameter("gamma", at::full({dim}, init_value)); }

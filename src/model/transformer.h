@@ -17,6 +17,13 @@ namespace torchclip {
 /// GELU (exact, erf) or QuickGELU x*sigmoid(1.702x), as used by OpenAI's weights.
 at::Tensor activation(const at::Tensor& x, bool quick_gelu);
 
+/// y = x W^T + b through at::linear. The C++ frontend's Linear::forward (F::linear) runs
+/// matmul and then `+= bias` for inputs of more than 2 dims; at::linear folds the bias into
+/// one addmm over the flattened tokens, as PyTorch's nn.Linear does.
+inline at::Tensor linear(const torch::nn::Linear& layer, const at::Tensor& x) {
+  return at::linear(x, layer->weight, layer->bias);
+}
+
 struct TransformerOptions {
   TransformerOptions(int64_t width, int64_t layers, int64_t heads) : width_(width), layers_(layers), heads_(heads) {}
   TORCH_ARG(int64_t, width);
@@ -64,7 +71,7 @@ class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
     reset();
   }
   void reset() override;
-  at::Tensor forward(const at::Tensor& x) { return c_proj(activation(c_fc(x), quick_gelu)); }
+  at::Tensor forward(const at::Tensor& x) { return linear(c_proj, activation(linear(c_fc, x), quick_gelu)); }
   int64_t width, hidden;
   bool quick_gelu;
   torch::nn::Linear c_fc = nullptr, c_proj = nullptr;
