@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <string>
@@ -30,6 +31,49 @@ TEST(Cli, BenchModelJsonReportsThroughputFlopsAndUtilisation) {
   EXPECT_GT(j["matmul_gflops"].as<double>(), 0);
   EXPECT_GT(j["utilisation"].as<double>(), 0);
   EXPECT_NEAR(j["loss"].as<double>(), std::log(4.0), 1.0);  // random init: near ln(batch)
+}
+
+TEST(Cli, BenchTrainAlternatesRoundsAndReportsTheMedianRatio) {
+  // open_clip's step on the same model, three times alternating with ours (python3 with
+  // open_clip is installed by scripts/setup.sh).
+  auto r = run("bench train --config tiny --batch 4 --iters 2 --warmup 1 --rounds 3 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = YAML::Load(r.out.substr(r.out.find('{')));
+  ASSERT_EQ(j["rounds"].as<int>(), 3) << r.out;
+  const auto ours = j["torchclip_rounds"].as<std::vector<double>>();
+  const auto theirs = j["openclip_rounds"].as<std::vector<double>>();
+  ASSERT_EQ(ours.size(), 3u);
+  ASSERT_EQ(theirs.size(), 3u);
+  std::vector<double> ratios;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_GT(theirs[i], 0);
+    ratios.push_back(ours[i] / theirs[i]);
+  }
+  std::sort(ratios.begin(), ratios.end());
+  EXPECT_NEAR(j["ratio"].as<double>(), ratios[1], 1e-3 * ratios[1]);
+  std::vector<double> sorted = ours;
+  std::sort(sorted.begin(), sorted.end());
+  // The reported step is the median round's.
+  EXPECT_NEAR(j["torchclip"]["samples_per_second"].as<double>(), sorted[1], 1e-3 * sorted[1]);
+  // The caching CPU allocator is on and served the timed steps' large blocks.
+  EXPECT_TRUE(j["torchclip"]["cpu_cache"].as<bool>());
+  const auto allocations = j["torchclip"]["cpu_cache_allocations"].as<int64_t>();
+  EXPECT_GT(allocations, 0);
+  EXPECT_GT(j["torchclip"]["cpu_cache_hits"].as<int64_t>(), 0);
+  EXPECT_LE(j["torchclip"]["cpu_cache_hits"].as<int64_t>(), allocations);
+}
+
+TEST(Cli, CpuCacheCanBeTurnedOffAndABadSettingIsNamed) {
+  auto r = torchclip::test::run_shell("TORCHCLIP_CPU_CACHE=0 " + std::string(TORCHCLIP_BINARY) +
+                                      " bench model --config tiny --batch 2 --iters 1 --warmup 0 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = YAML::Load(r.out.substr(r.out.find('{')));
+  EXPECT_FALSE(j["cpu_cache"].as<bool>());
+  EXPECT_EQ(j["cpu_cache_allocations"].as<int64_t>(), 0);
+  r = torchclip::test::run_shell("TORCHCLIP_CPU_CACHE_MB=lots " + std::string(TORCHCLIP_BINARY) + " model info --config tiny");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("TORCHCLIP_CPU_CACHE_MB='lots': expected a positive whole number of megabytes"), std::string::npos)
+      << r.out;
 }
 
 TEST(Cli, BenchModelBf16Runs) {

@@ -113,7 +113,9 @@ int bench_main(const Argv& argv) {
   const bool json = args.flag("json");
   const int64_t nproc = args.get_int("nproc", 1);
   const std::string rank_result = args.get("rank-result", "");
-  const bool openclip_tuned_malloc = args.flag("openclip-tuned-malloc");
+  const auto train_options = BenchTrainOptions()
+                                 .openclip_tuned_malloc(args.flag("openclip-tuned-malloc"))
+                                 .rounds(args.get_int("rounds", 1));
   o.progress(!json);
   args.finish();
   const auto env = dist::Env::from_environment();
@@ -129,7 +131,7 @@ int bench_main(const Argv& argv) {
   }
   if (target == "train" && nproc > 1) return bench_train_scaling(argv, o, nproc, json);
   if (target == "train") {
-    BenchTrainResult r = bench_train(o, openclip_tuned_malloc);
+    BenchTrainResult r = bench_train(o, train_options);
     fmt::print("{}\n", json ? r.to_json() : r.to_text());
     return 0;
   }

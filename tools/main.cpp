@@ -50,9 +50,10 @@ commands:
                 [--device cpu|cuda] [--threads N] [--profile TRACE.json] [--json]
                 forward+backward samples/s, model FLOPs and utilisation against this machine's matmul rate
   bench train   --config NAME|FILE [--batch N] [--iters N] [--precision fp32|bf16] [--threads N] [--nproc N] [--json]
-                [--openclip-tuned-malloc]
+                [--rounds N] [--openclip-tuned-malloc]
                 a whole training step (with AdamW) for torchclip and open_clip on the same model, and the ratio
-                (--openclip-tuned-malloc: open_clip once more with glibc's mmap/trim thresholds at 1 GiB);
+                (--rounds N: alternate them N times, median ratio; --openclip-tuned-malloc: open_clip once
+                more with glibc's mmap/trim thresholds at 1 GiB);
                 with --nproc N: N data-parallel ranks (batch per rank) against 1 process, scaling efficiency
   bench data    [--images N] [--workers N] [--batch N] [--size S] [--resize pil|fast] [--dir DIR] [--data CSV]
                 [--no-compare] [--json]

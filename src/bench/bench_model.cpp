@@ -25,6 +25,18 @@ namespace {
 
 constexpr const char* kOpenclipTunedMalloc = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824";
 
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+double median_ratio(const std::vector<double>& a, const std::vector<double>& b) {
+  if (b.empty() || b.size() != a.size()) return 0;
+  std::vector<double> r;
+  for (size_t i = 0; i < a.size(); ++i) r.push_back(a[i] / b[i]);
+  return median_of(r);
+}
+
 using Clock = std::chrono::steady_clock;
 
 at::Device parse_device(const std::string& d) {
@@ -183,18 +195,13 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
     torch::autograd::profiler::disableProfiler()->save(o.profile());
     if (o.progress()) fmt::print(stderr, "profile of {} steps (Chrome trace): {}\n", profiled, o.profile());
   }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
-  r.forward_seconds_median = median(forward_times);
-  r.backward_seconds_median = median(backward_times);
-  r.optimizer_seconds_median = median(optimizer_times);
-  std::sort(times.begin(), times.end());
-  r.step_seconds_median = times[times.size() / 2];
-  r.step_seconds_min = times.front();
+  r.forward_seconds_median = median_of(forward_times);
+  r.backward_seconds_median = median_of(backward_times);
+  r.optimizer_seconds_median = median_of(optimizer_times);
+  r.step_seconds_median = median_of(times);
+  r.step_seconds_min = *std::min_element(times.begin(), times.end());
   r.samples_per_second = B * r.world_size / r.step_seconds_median;
-  if (!reduce_times.empty()) r.allreduce_seconds_median = median(reduce_times);
+  if (!reduce_times.empty()) r.allreduce_seconds_median = median_of(reduce_times);
   r.achieved_gflops = r.train_flops_per_sample * r.samples_per_second / 1e9;
   if (!o.group()) {  // ranks share the machine: its matmul rate is measured by one process
     r.matmul_gflops = measure_matmul_gflops(o.device(), o.precision());
@@ -203,60 +210,87 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   return r;
 }
 
-BenchTrainResult bench_train(BenchModelOptions o, bool openclip_tuned_malloc, const std::string& python) {
+BenchTrainResult bench_train(BenchModelOptions o, const BenchTrainOptions& t) {
+  TORCH_CHECK(t.rounds() >= 1, "bench train: --rounds must be >= 1, got ", t.rounds());
   o.optimizer_step(true);
   BenchTrainResult r;
-  r.ours = bench_model(o);
   const std::string config_path = load_model_config(o.config()).source();
   // open_clip as users run it and, when asked, again with glibc's mmap/trim thresholds raised:
   // the nearest a Python process gets to our caching allocator without code.
   std::vector<std::string> envs = {std::string()};
-  if (openclip_tuned_malloc) envs.push_back(std::string(kOpenclipTunedMalloc) + " ");
-  for (const std::string& env : envs) {
-    const std::string cmd = fmt::format("{}{} {}/scripts/bench_openclip_train.py --config {} --batch {} --steps {} --warmup {} "
-                                        "--threads {} --precision {} 2>&1",
-                                        env, python, TORCHCLIP_SOURCE_DIR, config_path, o.batch(), o.iters(), o.warmup(),
-                                        r.ours.threads, o.precision());
-    if (o.progress()) fmt::print(stderr, "open_clip training step: {}\n", cmd);
-    int status = 0;
-    const std::string out = run_command(cmd, status);
-    const size_t brace = out.rfind("{\"step_seconds_median\"");
-    if (status != 0 || brace == std::string::npos) {
-      r.note = fmt::format("open_clip did not run (exit {}): {}", status, out.substr(0, 400));
-      return r;
-    }
-    if (env.empty()) {
-      r.openclip_step_seconds = json_number(out.substr(brace), "step_seconds_median");
-      r.openclip_samples_per_second = json_number(out.substr(brace), "samples_per_second");
-    } else {
-      r.openclip_tuned_samples_per_second = json_number(out.substr(brace), "samples_per_second");
+  if (t.openclip_tuned_malloc()) envs.push_back(std::string(kOpenclipTunedMalloc) + " ");
+  std::vector<BenchModelResult> ours;
+  std::vector<double> openclip_steps;
+  for (int64_t round = 0; round < t.rounds(); ++round) {
+    ours.push_back(bench_model(o));
+    r.ours_rounds.push_back(ours.back().samples_per_second);
+    for (const std::string& env : envs) {
+      const std::string cmd = fmt::format("{}{} {}/scripts/bench_openclip_train.py --config {} --batch {} --steps {} --warmup {} "
+                                          "--threads {} --precision {} 2>&1",
+                                          env, t.python(), TORCHCLIP_SOURCE_DIR, config_path, o.batch(), o.iters(), o.warmup(),
+                                          ours.back().threads, o.precision());
+      if (o.progress()) fmt::print(stderr, "open_clip training step: {}\n", cmd);
+      int status = 0;
+      const std::string out = run_command(cmd, status);
+      const size_t brace = out.rfind("{\"step_seconds_median\"");
+      if (status != 0 || brace == std::string::npos) {
+        r.note = fmt::format("open_clip did not run (exit {}): {}", status, out.substr(0, 400));
+        r.ours = ours.back();
+        r.openclip_rounds.clear();
+        r.openclip_tuned_rounds.clear();
+        return r;
+      }
+      const double sps = json_number(out.substr(brace), "samples_per_second");
+      if (env.empty()) {
+        r.openclip_rounds.push_back(sps);
+        openclip_steps.push_back(json_number(out.substr(brace), "step_seconds_median"));
+      } else {
+        r.openclip_tuned_rounds.push_back(sps);
+      }
     }
   }
+  const double ours_median = median_of(r.ours_rounds);
+  for (const auto& round : ours)
+    if (round.samples_per_second == ours_median) r.ours = round;
+  r.openclip_samples_per_second = median_of(r.openclip_rounds);
+  r.openclip_step_seconds = median_of(openclip_steps);
+  r.openclip_tuned_samples_per_second = median_of(r.openclip_tuned_rounds);
   return r;
 }
 
+double BenchTrainResult::ratio() const { return median_ratio(ours_rounds, openclip_rounds); }
+double BenchTrainResult::ratio_tuned_malloc() const { return median_ratio(ours_rounds, openclip_tuned_rounds); }
+
 std::string BenchTrainResult::to_json() const {
+  auto list = [](const std::vector<double>& v) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += fmt::format("{}{:.4f}", i ? ", " : "", v[i]);
+    return s + "]";
+  };
   return fmt::format("{{\"torchclip\": {}, \"openclip_samples_per_second\": {:.4f}, \"openclip_step_seconds_median\": {:.6f}, "
                      "\"ratio\": {:.3f}, \"openclip_tuned_malloc_samples_per_second\": {:.4f}, \"ratio_tuned_malloc\": {:.3f}, "
+                     "\"rounds\": {}, \"torchclip_rounds\": {}, \"openclip_rounds\": {}, \"openclip_tuned_malloc_rounds\": {}, "
                      "\"note\": {}}}",
                      torchclip::to_json(ours), openclip_samples_per_second, openclip_step_seconds, ratio(),
-                     openclip_tuned_samples_per_second,
-                     openclip_tuned_samples_per_second > 0 ? ours.samples_per_second / openclip_tuned_samples_per_second : 0,
-                     json_quote(note));
+                     openclip_tuned_samples_per_second, ratio_tuned_malloc(), ours_rounds.size(), list(ours_rounds),
+                     list(openclip_rounds), list(openclip_tuned_rounds), json_quote(note));
 }
 
 std::string BenchTrainResult::to_text() const {
   std::string s = torchclip::to_text(ours);
-  if (openclip_samples_per_second > 0) {
-    s += fmt::format("  open_clip training step {:>8.2f} samples/s   (median step {:.1f} ms)\n", openclip_samples_per_second,
-                     openclip_step_seconds * 1e3);
-    s += fmt::format("  ratio torchclip / open_clip {:.2f}x\n", ratio());
-    if (openclip_tuned_samples_per_second > 0)
-      s += fmt::format("  open_clip, tuned malloc  {:>8.2f} samples/s   -> ratio {:.2f}x ({})\n", openclip_tuned_samples_per_second,
-                       ours.samples_per_second / openclip_tuned_samples_per_second, kOpenclipTunedMalloc);
-  } else {
-    s += "  open_clip not measured: " + note + "\n";
+  if (openclip_rounds.empty()) return s + "  open_clip not measured: " + note + "\n";
+  s += fmt::format("  open_clip training step {:>8.2f} samples/s   (median step {:.1f} ms)\n", openclip_samples_per_second,
+                   openclip_step_seconds * 1e3);
+  if (ours_rounds.size() > 1) {
+    s += fmt::format("  rounds (torchclip / open_clip samples/s, alternating):");
+    for (size_t i = 0; i < ours_rounds.size(); ++i) s += fmt::format(" {:.0f}/{:.0f}", ours_rounds[i], openclip_rounds[i]);
+    s += "\n";
   }
+  s += fmt::format("  ratio torchclip / open_clip {:.2f}x{}\n", ratio(),
+                   ours_rounds.size() > 1 ? fmt::format(" (median of {} rounds)", ours_rounds.size()) : std::string());
+  if (!openclip_tuned_rounds.empty())
+    s += fmt::format("  open_clip, tuned malloc  {:>8.2f} samples/s   -> ratio {:.2f}x ({})\n", openclip_tuned_samples_per_second,
+                     ratio_tuned_malloc(), kOpenclipTunedMalloc);
   return s;
 }
 
@@ -287,12 +321,13 @@ std::string to_json(const BenchModelResult& r) {
       "\"threads\": {}, \"parameters\": {}, \"step_seconds_median\": {:.6f}, \"step_seconds_min\": {:.6f}, "
       "\"samples_per_second\": {:.4f}, \"forward_flops_per_sample\": {}, \"train_flops_per_sample\": {}, "
       "\"achieved_gflops\": {:.3f}, \"matmul_gflops\": {:.3f}, \"utilisation\": {:.4f}, \"loss\": {:.6f}, "
-      "\"world_size\": {}, \"allreduce_seconds_median\": {:.6f}, \"cpu_cache\": {}, \"cpu_cache_allocations\": {}, "
+      "\"world_size\": {}, \"allreduce_seconds_median\": {:.6f}, \"forward_seconds_median\": {:.6f}, "
+      "\"backward_seconds_median\": {:.6f}, \"optimizer_seconds_median\": {:.6f}, \"cpu_cache\": {}, \"cpu_cache_allocations\": {}, "
       "\"cpu_cache_hits\": {}, \"cpu_cache_bytes\": {}}}",
       json_quote(r.config), r.device, r.precision, r.batch, r.iters, r.threads, r.parameters, r.step_seconds_median,
       r.step_seconds_min, r.samples_per_second, r.forward_flops_per_sample, r.train_flops_per_sample,
       r.achieved_gflops, r.matmul_gflops, r.utilisation, r.loss, r.world_size, r.allreduce_seconds_median,
-      r.cpu_cache, r.cpu_cache_allocations, r.cpu_cache_hits, r.cpu_cache_bytes);
+      r.forward_seconds_median, r.backward_seconds_median, r.optimizer_seconds_median, r.cpu_cache, r.cpu_cache_allocations, r.cpu_cache_hits, r.cpu_cache_bytes);
 }
 
 std::string to_text(const BenchModelResult& r) {

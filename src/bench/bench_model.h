@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace torchclip {
 
@@ -64,20 +65,31 @@ BenchModelResult bench_model(const BenchModelOptions& options);
 
 /// `torchclip bench train`: our training step (forward, CLIP loss, backward, AdamW) and, in the
 /// same run, open_clip's on the same architecture, batch, precision and threads.
+struct BenchTrainOptions {
+  /// Alternate ours and open_clip this many times; the ratio is the median of the rounds'
+  /// ratios, so a load change on a shared machine moves one round, not the result.
+  TORCH_ARG(int64_t, rounds) = 1;
+  /// Also run open_clip with MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ at 1 GiB: glibc
+  /// then keeps freed tensor memory mapped, much as our caching CPU allocator
+  /// (util/cpu_allocator.h) does, so the ratio without that effect shows too.
+  TORCH_ARG(bool, openclip_tuned_malloc) = false;
+  TORCH_ARG(std::string, python) = "python3";
+};
+
 struct BenchTrainResult {
-  BenchModelResult ours;
-  double openclip_samples_per_second = 0, openclip_step_seconds = 0;
-  /// open_clip again with glibc's mmap/trim thresholds raised in its environment (when asked).
+  BenchModelResult ours;  // the round with the median samples/s
+  /// samples/s per round: ours, open_clip, and open_clip with tuned malloc (when asked).
+  std::vector<double> ours_rounds, openclip_rounds, openclip_tuned_rounds;
+  double openclip_samples_per_second = 0, openclip_step_seconds = 0;  // medians over rounds
   double openclip_tuned_samples_per_second = 0;
   std::string note;  // why open_clip was not measured, if it was not
-  double ratio() const { return openclip_samples_per_second > 0 ? ours.samples_per_second / openclip_samples_per_second : 0; }
+  /// Median over rounds of ours / open_clip (0 when open_clip did not run).
+  double ratio() const;
+  double ratio_tuned_malloc() const;
   std::string to_json() const;
   std::string to_text() const;
 };
-/// With `openclip_tuned_malloc`, open_clip also runs with MALLOC_MMAP_THRESHOLD_ and
-/// MALLOC_TRIM_THRESHOLD_ at 1 GiB: glibc then keeps freed tensor memory mapped, much as our
-/// caching CPU allocator (util/cpu_allocator.h) does, so the ratio without that effect shows too.
-BenchTrainResult bench_train(BenchModelOptions options, bool openclip_tuned_malloc = false, const std::string& python = "python3");
+BenchTrainResult bench_train(BenchModelOptions options, const BenchTrainOptions& train = BenchTrainOptions());
 
 /// `torchclip bench train --nproc N` on one machine: the training step of N ranks (each with
 /// `batch` samples and cores / N threads) against one process with the same per-rank batch,
