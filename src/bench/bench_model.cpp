@@ -283,7 +283,7 @@ std::string BenchTrainResult::to_text() const {
                    openclip_step_seconds * 1e3);
   if (ours_rounds.size() > 1) {
     s += fmt::format("  rounds (torchclip / open_clip samples/s, alternating):");
-    for (size_t i = 0; i < ours_rounds.size(); ++i) s += fmt::format(" {:.0f}/{:.0f}", ours_rounds[i], openclip_rounds[i]);
+    for (size_t i = 0; i < ours_rounds.size(); ++i) s += fmt::format(" {:.4g}/{:.4g}", ours_rounds[i], openclip_rounds[i]);
     s += "\n";
   }
   s += fmt::format("  ratio torchclip / open_clip {:.2f}x{}\n", ratio(),
