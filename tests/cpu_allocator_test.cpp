@@ -112,7 +112,6 @@ TEST(CachingCpuAllocator, ThreadsAllocatingAtOnceKeepTheirOwnData) {
   const CpuCacheStats s = alloc.stats();
   EXPECT_EQ(s.allocations, 8000u);
   EXPECT_GT(s.hits, 7000u);
-  EXPECT_LE(s.cached_bytes, 512 * MiB);
 }
 
 /// Sets an environment variable for one scope.
@@ -169,12 +168,17 @@ TEST(CpuCacheConfig, ReadsTheEnvironmentAndNamesABadVariable) {
 }
 
 TEST(CachingCpuAllocator, InstalledItServesLibTorchTensorsAndSurvivesFork) {
-  ScopedEnv on("TORCHCLIP_CPU_CACHE", std::nullopt);
+  ScopedEnv on("TORCHCLIP_CPU_CACHE", std::nullopt), mb("TORCHCLIP_CPU_CACHE_MB", std::nullopt);
+  // A raw buffer of LibTorch's default allocator, freed after installation through the new one
+  // (oneDNN's glue does this): recognised as foreign and given to free().
+  void* foreign = c10::GetDefaultCPUAllocator()->raw_allocate(MiB);
   ASSERT_TRUE(install_cpu_caching_allocator());
   CachingCpuAllocator* alloc = installed_cpu_caching_allocator();
   ASSERT_NE(alloc, nullptr);
   EXPECT_EQ(c10::GetCPUAllocator(), alloc);
+  alloc->raw_deallocate(foreign);
   const CpuCacheStats before = alloc->stats();
+  EXPECT_EQ(before.cached_bytes, 0u);  // the foreign buffer was not cached
   constexpr int64_t n = 1 << 20;  // 8 MB of int64: cached
   for (int i = 0; i < 3; ++i) {
     at::Tensor x = at::arange(n, at::kLong);
@@ -189,14 +193,18 @@ TEST(CachingCpuAllocator, InstalledItServesLibTorchTensorsAndSurvivesFork) {
   std::memset(raw, 1, MiB);
   alloc->raw_deallocate(raw);
 
-  // A thread keeps allocating while the main thread forks: the child must get a usable allocator.
+  // A thread keeps allocating while the main thread forks: the child must get a usable allocator
+  // (without the fork handlers, a fork while that thread holds the lock deadlocks the child).
   std::atomic<bool> stop{false};
   std::thread busy([&] {
-    while (!stop) at::empty({256, 1024});
+    while (!stop) alloc->allocate(MiB + (std::rand() % 4) * 256 * KiB);
   });
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < 50; ++i) {
     const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
+    if (pid < 0) {
+      ADD_FAILURE() << "fork failed";
+      break;
+    }
     if (pid == 0) {  // no ATen ops here: libgomp's thread pool does not survive fork
       ::alarm(20);     // a deadlocked allocator fails the test instead of hanging it
       void* a = nullptr;

@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -17,13 +19,24 @@ namespace {
 // Every block starts with this header; the data follows at LibTorch's 64-byte alignment. The
 // deleter finds the owner and size class there, so data == context and the raw API works.
 struct alignas(64) BlockHeader {
+  std::uint64_t magic;
   CachingCpuAllocator* owner;
   std::size_t cls;  // 0: not cached, freed straight to malloc
 };
+// oneDNN's glue frees through whatever GetAllocator(CPU)->raw_deallocate is at that moment, so a
+// buffer LibTorch's default allocator (posix_memalign) made before installation can arrive here;
+// without the magic it is handed to free(), as the default allocator would.
+constexpr std::uint64_t kMagic = 0x746f72636863636cull;
 constexpr std::size_t kHeader = sizeof(BlockHeader);
 static_assert(kHeader == 64, "the data must keep LibTorch's 64-byte alignment");
 
 BlockHeader* header_of(void* data) { return static_cast<BlockHeader*>(data) - 1; }
+
+/// Back to malloc, with the magic cleared so no stale copy can mark a later foreign buffer.
+void release(void* base) {
+  static_cast<BlockHeader*>(base)->magic = 0;
+  std::free(base);
+}
 
 constexpr std::uint64_t kSweepEvery = 4096;  // allocations between idle sweeps
 
@@ -69,16 +82,18 @@ void CachingCpuAllocator::empty() {
     stats_.released += drop.size();
     stats_.cached_bytes = 0;
   }
-  for (void* base : drop) std::free(base);
+  for (void* base : drop) release(base);
 }
 
 void CachingCpuAllocator::delete_block(void* data) {
   if (!data) return;
   BlockHeader* h = header_of(data);
-  if (h->cls == 0) {
-    std::free(h);
+  if (h->magic != kMagic) {
+    std::free(data);
+  } else if (h->cls == 0) {
+    release(h);
   } else {
-    h->owner->give_back(h, h->cls);
+    h->owner->give_back(h, h->cls);  // keeps the magic: the block stays ours
   }
 }
 
@@ -102,7 +117,7 @@ void* CachingCpuAllocator::take(std::size_t n) {
     }
     if (stats_.allocations % kSweepEvery == 0) collect_idle(idle);
   }
-  for (void* base : idle) std::free(base);
+  for (void* base : idle) release(base);
   if (reuse) return static_cast<char*>(reuse) + kHeader;
   return fresh(n, cls);
 }
@@ -130,27 +145,45 @@ void* CachingCpuAllocator::fresh(std::size_t n, std::size_t cls) {
   }
   TORCH_CHECK(base != nullptr, "CPU allocator: out of memory allocating ", n, " bytes");
   auto* h = static_cast<BlockHeader*>(base);
+  h->magic = kMagic;
   h->owner = this;
   h->cls = cls;
   return h + 1;
 }
 
-void CachingCpuAllocator::give_back(void* base, std::size_t cls) {
+void CachingCpuAllocator::give_back(void* base, std::size_t cls) noexcept {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stats_.cached_bytes + cls <= stats_.limit_bytes) {
-      free_[cls].push_back({base, stats_.allocations});
-      stats_.cached_bytes += cls;
-      return;
+      try {
+        free_[cls].push_back({base, stats_.allocations});
+        stats_.cached_bytes += cls;
+        return;
+      } catch (const std::bad_alloc&) {  // a deleter must not throw: free the block instead
+      }
     }
     ++stats_.released;
   }
-  std::free(base);
+  release(base);
 }
 
 namespace {
 
 CachingCpuAllocator* g_installed = nullptr;  // never destroyed: static tensors may die after main
+
+/// The container's memory limit (cgroup v2 memory.max, or v1 memory.limit_in_bytes); 0 if none.
+std::size_t cgroup_memory_limit() {
+  for (const char* path : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    if (FILE* f = std::fopen(path, "r")) {
+      unsigned long long v = 0;
+      const bool number = std::fscanf(f, "%llu", &v) == 1;  // "max" (no limit) does not parse
+      std::fclose(f);
+      if (number && v > 0 && v < (1ull << 60)) return static_cast<std::size_t>(v);
+      return 0;
+    }
+  }
+  return 0;
+}
 
 std::size_t parse_megabytes(const char* name, const char* value) {
   char* end = nullptr;
@@ -181,8 +214,10 @@ CpuCacheConfig CpuCacheConfig::from_environment() {
     c.limit_bytes = parse_megabytes("TORCHCLIP_CPU_CACHE_MB", mb);
   } else {
     const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
-    c.limit_bytes = pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page) / 4
-                                          : std::size_t{1} << 30;
+    std::size_t memory = pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page)
+                                               : std::size_t{4} << 30;
+    if (const std::size_t container = cgroup_memory_limit(); container > 0 && container < memory) memory = container;
+    c.limit_bytes = memory / 4;
   }
   return c;
 }

@@ -65,7 +65,7 @@ class CachingCpuAllocator final : public c10::Allocator {
   };
   static void delete_block(void* data);
   void* take(std::size_t n);
-  void give_back(void* base, std::size_t cls);
+  void give_back(void* base, std::size_t cls) noexcept;
   void* fresh(std::size_t n, std::size_t cls);
   void collect_idle(std::vector<void*>& out);
 
@@ -78,7 +78,8 @@ class CachingCpuAllocator final : public c10::Allocator {
 };
 
 /// TORCHCLIP_CPU_CACHE (1, the default, or 0) and TORCHCLIP_CPU_CACHE_MB (the limit; default a
-/// quarter of physical memory). Throws std::invalid_argument naming a malformed variable.
+/// quarter of physical memory, or of the container's cgroup limit when lower). Throws
+/// std::invalid_argument naming a malformed variable.
 struct CpuCacheConfig {
   bool enabled = true;
   std::size_t limit_bytes = 0;
@@ -86,9 +87,10 @@ struct CpuCacheConfig {
 };
 
 /// Installs a CachingCpuAllocator as LibTorch's CPU allocator (c10::SetCPUAllocator) as the
-/// environment says (CpuCacheConfig). Call once, early in main, before threads start; later
-/// calls return the first result. Tensors allocated before keep their own deleter, so this is
-/// safe at any time, only less effective late. Returns whether it is installed.
+/// environment says (CpuCacheConfig). Call once, first in main, before any ATen op and before
+/// threads start; later calls return the first result. Tensors allocated before keep their own
+/// deleter, and raw buffers of the default allocator freed through this one afterwards (oneDNN's
+/// glue does that) are recognised and passed to free(). Returns whether it is installed.
 bool install_cpu_caching_allocator();
 
 /// The installed allocator, or nullptr.
