@@ -151,7 +151,6 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
     for (auto& p : model->parameters()) p.mutable_grad() = at::Tensor();
     synchronize(device);
     if (i == o.warmup()) cache_before = cache_stats();
-    if (i == timed_end) cache_after = cache_stats();
     auto t0 = Clock::now();
     at::Tensor loss;
     {
@@ -184,9 +183,9 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
     }
     r.loss = loss.item<double>();
     if (o.progress()) progress.advance(1, fmt::format("loss {:.4f}", r.loss));
+    if (i + 1 == timed_end) cache_after = cache_stats();
   }
   if (o.progress()) progress.finish();
-  if (!profiled) cache_after = cache_stats();
   r.cpu_cache = installed_cpu_caching_allocator() != nullptr;
   r.cpu_cache_allocations = static_cast<int64_t>(cache_after.allocations - cache_before.allocations);
   r.cpu_cache_hits = static_cast<int64_t>(cache_after.hits - cache_before.hits);
