@@ -9,7 +9,7 @@ function(torchclip_add_test name label)
     TORCHCLIP_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
     TORCHCLIP_BINARY="$<TARGET_FILE:torchclip>")
   if(TORCHCLIP_PCH)
-    target_precompile_headers(${name} REUSE_FROM torchclip_core)
+    target_precompile_headers(${name} REUSE_FROM torchclip_model)
   endif()
   gtest_discover_tests(${name} PROPERTIES LABELS ${label} DISCOVERY_TIMEOUT 60)
 endfunction()

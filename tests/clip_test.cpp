@@ -191,9 +191,20 @@ TEST(VisionTransformer, PoolingVariantsAndOptionalModules) {
   auto sd = state_dict(*CLIP(with("vision_cfg: {no_ln_pre: true, ls_init_value: 0.1}")));
   EXPECT_EQ(sd.count("visual.ln_pre.weight"), 0u);
   EXPECT_EQ(sd.count("visual.transformer.resblocks.2.ls_2.gamma"), 1u);
-  // avg pooling means the mean of the patch tokens after ln_post.
-  CLIP avg(with("vision_cfg: {pool_type: avg}"));
-  EXPECT_FALSE(test::all_close(avg->encode_image(images), CLIP(tiny())->encode_image(images), 1e-3));
+  // avg pooling is the mean of the patch tokens after ln_post, and tok the class token, with the
+  // same weights: both computed here from the tower's own pieces.
+  torch::NoGradGuard no_grad;
+  CLIP avg(with("vision_cfg: {pool_type: avg}")), tok(tiny());
+  auto theirs = avg->vit->named_parameters();
+  for (auto& p : tok->vit->named_parameters()) p.value().copy_(theirs[p.key()]);
+  auto v = avg->vit;
+  auto x = v->conv1(images).flatten(2).transpose(1, 2);  // [B, G*G, W]
+  const int64_t W = x.size(2);
+  x = at::cat({v->class_embedding.view({1, 1, W}).expand({2, 1, W}), x}, 1) + v->positional_embedding;  // [B, 1+G*G, W]
+  x = v->ln_post(v->transformer(v->ln_pre(x)));                                                          // [B, T, W]
+  EXPECT_TRUE(test::all_close(v->forward(images), at::matmul(x.slice(1, 1).mean(1), v->proj), 1e-5, 1e-5));
+  EXPECT_TRUE(test::all_close(tok->vit->forward(images), at::matmul(x.select(1, 0), v->proj), 1e-5, 1e-5));
+  EXPECT_FALSE(test::all_close(v->forward(images), tok->vit->forward(images), 1e-3));  // the two poolings differ
 }
 
 TEST(VisionTransformer, PatchDropoutKeepsClassTokenAndRealPatches) {

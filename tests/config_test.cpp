@@ -1,5 +1,6 @@
-#include "config.h"
-#include "loss/loss_options.h"
+#include "config/emit.h"
+#include "config/loss_config.h"
+#include "config/model_config.h"
 
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
@@ -115,14 +116,14 @@ TEST(ModelConfig, EffectiveYamlRoundTrips) {
   auto c = parse("init_logit_bias: -10\ntext_cfg:\n  pos_embed_type: sinusoidal\n");
   ASSERT_TRUE(c.init_logit_bias().has_value());
   EXPECT_EQ(*c.init_logit_bias(), -10);
-  EXPECT_EQ(parse_model_config(YAML::Load(to_yaml(c)), "x").text_cfg().pos_embed_type(), "sinusoidal");
+  EXPECT_EQ(parse_model_config(YAML::Load(to_yaml(c)), "x").text_cfg().pos_embed_type(), PosEmbed::kSinusoidal);
 }
 
 TEST(LossConfig, ParsesEachLossWithItsHyperparameters) {
   auto t = parse_loss_config(YAML::Load("name: triplet\nmargin: 0.3\nmining: semi-hard\ndistance: euclidean\n"), "t");
   ASSERT_TRUE(std::holds_alternative<TripletLossOptions>(t.options()));
   EXPECT_EQ(std::get<TripletLossOptions>(t.options()).margin(), 0.3);
-  EXPECT_EQ(std::get<TripletLossOptions>(t.options()).mining(), "semi-hard");
+  EXPECT_EQ(std::get<TripletLossOptions>(t.options()).mining(), Mining::kSemiHard);
   auto i = parse_loss_config(YAML::Load("name: infonce\ntemperature: 0.05\ndirection: image_to_text\n"), "t");
   EXPECT_EQ(*std::get<InfoNCELossOptions>(i.options()).temperature(), 0.05);
   auto c = parse_loss_config(YAML::Load("name: clip\nlocal_loss: true\ngather_with_grad: true\n"), "t");

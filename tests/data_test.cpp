@@ -94,7 +94,7 @@ TEST(Transform, EvalResizesShortSideAndCropsTheCentre) {
     // the middle columns are grey in both modes.
     const int64_t edge = mode == ResizeMode::kPil ? 2 : 0;
     EXPECT_TRUE(test::all_close(out.slice(2, edge, 10 - edge), at::full({3, 10, 10 - 2 * edge}, 128 / 255.0), 1e-6))
-        << resize_mode_name(mode);
+        << enum_name(mode);
   }
   auto n = ImageTransformOptions().image_size(10);  // OpenAI mean/std
   transform_image(img, n, rng, out);
@@ -135,7 +135,7 @@ TEST(Transform, PilBicubicKeepsFlatImagesFlatAndOvershootsEdges) {
   EXPECT_GT(hi, 200);
   EXPECT_EQ(up.at<uint8_t>(0, 0), 50);
   EXPECT_EQ(up.at<uint8_t>(0, 31), 200);
-  EXPECT_THROW(parse_resize_mode("lanczos", "data.resize"), c10::Error);
+  EXPECT_THROW(parse_enum<ResizeMode>("lanczos", "data.resize"), std::invalid_argument);
 }
 
 TEST(Transform, RandomResizedCropStaysInBoundsAndScaleRange) {

@@ -12,7 +12,7 @@
 #include <regex>
 #include <sstream>
 
-#include "dist/launch.h"
+#include "distributed/launch.h"
 #include "io/safetensors.h"
 #include "support.h"
 

@@ -1,8 +1,8 @@
 // c10d data parallelism in one process: ranks are threads, each with its own TCPStore client and
 // Gloo process group, exactly as separate processes would have. The reference for every loss is
 // the same loss computed by one process over the concatenated batch.
-#include "dist/dist.h"
-#include "dist/launch.h"
+#include "distributed/dist.h"
+#include "distributed/launch.h"
 #include "loss/loss.h"
 #include "support.h"
 

@@ -1,10 +1,14 @@
 // Parity of the architecture with open_clip: parameter counts, every state-dict name and shape,
 // and the FLOP count, against tests/golden/architecture.json written by make_golden.py.
+#include "eval/zeroshot.h"
 #include "model/clip.h"
-#include "train/zeroshot.h"
+#include "train/step.h"
 
 #include <gtest/gtest.h>
+#include <torch/optim/adamw.h>
 #include <yaml-cpp/yaml.h>
+
+#include <algorithm>
 
 #include "support.h"
 
@@ -53,6 +57,31 @@ TEST_P(Architecture, MatchesOpenClip) {
     image_flops -= (T - 1) * (2 * C * C + 2 * C * E + 4 * T * C);
   }
   EXPECT_EQ(model->image_flops(), image_flops);
+}
+
+// The AdamW groups: exactly the names open_clip's training exempts from weight decay (its own
+// `exclude` rule, recorded by make_golden.py), so token_embedding.weight and the positional
+// embeddings are decayed and class_embedding, biases, norms and logit_scale are not.
+TEST_P(Architecture, WeightDecayGroupsMatchOpenClip) {
+  const std::string name = GetParam();
+  YAML::Node expected = golden()[name]["no_weight_decay"];
+  ASSERT_TRUE(expected) << name << ": architecture.json has no no_weight_decay list: run tests/golden/make_golden.py";
+  CLIP model(load_model_config(name));
+  ParamGroupNames groups = param_group_names(model);
+  std::vector<std::string> theirs = expected.as<std::vector<std::string>>();
+  std::sort(groups.no_decay.begin(), groups.no_decay.end());
+  EXPECT_EQ(groups.no_decay, theirs);
+  EXPECT_EQ(groups.decay.size() + groups.no_decay.size(), model->parameters().size());
+  for (const auto& n : groups.decay) EXPECT_TRUE(std::find(theirs.begin(), theirs.end(), n) == theirs.end()) << n;
+  for (const char* decayed : {"token_embedding.weight", "positional_embedding"})
+    EXPECT_NE(std::find(groups.decay.begin(), groups.decay.end(), decayed), groups.decay.end()) << decayed;
+  // param_groups() hands exactly these tensors to AdamW, with weight decay only on the first.
+  auto pg = param_groups(model, OptimCfg().weight_decay(0.2));
+  ASSERT_EQ(pg.size(), 2u);
+  EXPECT_EQ(pg[0].params().size(), groups.decay.size());
+  EXPECT_EQ(pg[1].params().size(), groups.no_decay.size());
+  EXPECT_DOUBLE_EQ(static_cast<torch::optim::AdamWOptions&>(pg[0].options()).weight_decay(), 0.2);
+  EXPECT_DOUBLE_EQ(static_cast<torch::optim::AdamWOptions&>(pg[1].options()).weight_decay(), 0.0);
 }
 
 std::vector<std::string> names() {

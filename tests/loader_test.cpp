@@ -1,4 +1,5 @@
 #include "data/loader.h"
+#include "data/prefetch.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -175,6 +176,120 @@ TEST(Loader, CsvRowProblemsAreCountedNotFatal) {
   EXPECT_EQ(by.at("image_missing"), 1);
   EXPECT_NE(loader.stats().examples.at("csv_too_few_columns")[0].find("d.csv:3"), std::string::npos);
   std::filesystem::remove_all(dir);
+}
+
+// The pieces the loader composes, used alone: read -> decode -> transform -> tokenize one
+// sample, collate, and the failure policy.
+TEST(Pipeline, PiecesComposeOutsideTheLoader) {
+  Fixture f(4, {3});
+  const SampleOptions so = SampleOptions().context_length(16).transform(opts(1, 1).transform());
+  std::mt19937_64 rng(0);
+  RawSample good;
+  good.image_path = (f.dir / "img2.png").string();
+  good.caption = "sample 2";
+  good.origin = "row 3";
+  good.label = 2;
+  Sample s = process_sample(good, *tok(), so, rng);
+  ASSERT_TRUE(s.ok) << s.reason << ": " << s.message;
+  EXPECT_EQ(s.image.sizes(), (at::IntArrayRef{3, 8, 8}));
+  EXPECT_NEAR(s.image[2][4][4].item<double>() * 255, 2, 1e-4);  // blue plane encodes the index
+  EXPECT_EQ(s.ids, tok()->encode_padded("sample 2", 16));
+  EXPECT_EQ(s.tokens, static_cast<int>(tok()->encode("sample 2").size()) + 2);
+  EXPECT_EQ(s.width, 8);
+
+  RawSample bad;
+  bad.image_path = (f.dir / "img3.png").string();  // "<html>not an image</html>"
+  bad.origin = "row 4";
+  Sample b = process_sample(bad, *tok(), so, rng);
+  EXPECT_FALSE(b.ok);
+  EXPECT_EQ(b.reason, "not_an_image");
+  RawSample missing;
+  missing.image_path = (f.dir / "nope.png").string();
+  EXPECT_EQ(process_sample(missing, *tok(), so, rng).reason, "image_missing");
+
+  // Collate: rows in order, labels and captions aligned with their images.
+  std::vector<Sample> batch = {s, s};
+  batch[1].label = 7;
+  batch[1].caption = "other";
+  Batch out;
+  collate(batch, out);
+  EXPECT_EQ(out.images.sizes(), (at::IntArrayRef{2, 3, 8, 8}));
+  EXPECT_EQ(out.texts.sizes(), (at::IntArrayRef{2, 16}));
+  EXPECT_EQ(out.labels[1].item<int64_t>(), 7);
+  EXPECT_EQ(out.captions[1], "other");
+  EXPECT_TRUE(out.images[0].equal(s.image));
+  EXPECT_FALSE(out.images.is_pinned());
+  if (!at::hasCUDA()) {
+    std::vector<Sample> again = {s};
+    const std::string msg = test::error_of<c10::Error>([&] { collate(again, out, CollateOptions().pin_memory(true)); });
+    EXPECT_NE(msg.find("pin_memory needs a CUDA"), std::string::npos) << msg;
+  }
+  std::vector<Sample> with_bad = {s, b};
+  EXPECT_THROW(collate(with_bad, out), c10::Error);  // an unusable sample never reaches a batch
+
+  // Failure policy: counted by reason, and too many in a row stop with the last one named.
+  FailurePolicy policy(/*max_consecutive_failures=*/2, /*log_first_failures=*/0);
+  LoaderStats stats;
+  EXPECT_TRUE(policy.admit(s, stats));
+  EXPECT_FALSE(policy.admit(b, stats));
+  EXPECT_TRUE(policy.admit(s, stats));  // a good sample resets the run
+  EXPECT_FALSE(policy.admit(b, stats));
+  const std::string msg = test::error_of<std::runtime_error>([&] { policy.admit(b, stats); });
+  EXPECT_NE(msg.find("2 samples in a row"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("row 4"), std::string::npos) << msg;
+  EXPECT_EQ(stats.good, 2);
+  EXPECT_EQ(stats.skipped, 3);
+  EXPECT_EQ(stats.skipped_by_reason.at("not_an_image"), 3);
+}
+
+// Prefetching changes when batches are made, not which: the same batches and positions as the
+// loader alone, a position taken mid-epoch resumes exactly, and the next epoch starts cleanly.
+TEST(Pipeline, PrefetcherGivesTheLoadersBatchesAndPositions) {
+  Fixture fx(100, {7});
+  auto source = csv_source(fx.csv);
+  Loader direct(source, tok(), opts(2, 8).log_first_failures(0));
+  direct.start_epoch(0);
+  std::vector<std::vector<int>> want;
+  std::vector<std::string> want_states;
+  for (Batch b; direct.next(b);) {
+    std::vector<int> ids;
+    for (int64_t r = 0; r < b.images.size(0); ++r) ids.push_back(index_of_caption(b, r));
+    want.push_back(ids);
+    want_states.push_back(direct.state().to_string());
+  }
+  ASSERT_EQ(want.size(), 12u);  // 99 usable samples, batches of 8, the last partial one dropped
+
+  Loader loader(source, tok(), opts(2, 8).log_first_failures(0));
+  loader.start_epoch(0);
+  BatchPrefetcher prefetch(loader, /*depth=*/3);
+  std::string mid;
+  for (size_t i = 0;; ++i) {
+    Batch b;
+    if (!prefetch.next(b)) {
+      EXPECT_EQ(i, want.size());
+      break;
+    }
+    std::vector<int> ids;
+    for (int64_t r = 0; r < b.images.size(0); ++r) {
+      ids.push_back(index_of_caption(b, r));
+      EXPECT_EQ(index_of_image(b, r), ids.back());  // still paired
+    }
+    ASSERT_LT(i, want.size());
+    EXPECT_EQ(ids, want[i]) << "batch " << i;
+    EXPECT_EQ(prefetch.state().to_string(), want_states[i]) << "batch " << i;
+    if (i == 4) mid = prefetch.state().to_string();
+  }
+  // Resume from batch 4's position: batches 5.. again.
+  prefetch.resume(LoaderState::from_string(mid));
+  for (size_t i = 5; i < want.size(); ++i) {
+    Batch b;
+    ASSERT_TRUE(prefetch.next(b));
+    EXPECT_EQ(index_of_caption(b, 0), want[i][0]) << "batch " << i;
+  }
+  prefetch.start_epoch(1);
+  Batch b;
+  EXPECT_TRUE(prefetch.next(b));
+  EXPECT_EQ(prefetch.state().epoch, 1);
 }
 
 }  // namespace

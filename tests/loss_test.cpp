@@ -1,6 +1,6 @@
 #include "loss/loss.h"
 
-#include "config.h"
+#include "config/model_config.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>

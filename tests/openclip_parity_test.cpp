@@ -2,14 +2,17 @@
 // converted and run on the same inputs; every output must agree within 1e-5 (fp32, CPU).
 #include "data/image.h"
 #include "data/transform.h"
+#include "eval/evaluate.h"
+#include "eval/retrieval.h"
+#include "eval/zeroshot.h"
+#include "interop/openclip.h"
 #include "io/fsutil.h"
 #include "io/safetensors.h"
-#include "train/checkpoint.h"
-#include "train/convert.h"
-#include "train/evaluate.h"
+#include "model/model_dir.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 
 #include <opencv2/core.hpp>
 
@@ -123,7 +126,7 @@ TEST_F(OpenClipParity, PreprocessingAndZeroShotMatchOnRealPhotos) {
   EXPECT_LT(max_abs(classifier, ref.at("classifier")), 1e-5);
   // Normalised pixel differences back to 8-bit levels: |d| * std * 255.
   auto levels = at::tensor(std::vector<double>{0.26862954, 0.26130258, 0.27577711}).to(at::kFloat).view({3, 1, 1}) * 255.0;
-  for (auto mode : {data::ResizeMode::kPil, data::ResizeMode::kFast}) {
+  for (auto mode : {ResizeMode::kPil, ResizeMode::kFast}) {
     auto opts = data::ImageTransformOptions().image_size(m.config.vision_cfg().image_size()).resize(mode);
     std::mt19937_64 rng(0);
     auto pixels = at::empty_like(ref.at("pixels"));
@@ -138,7 +141,7 @@ TEST_F(OpenClipParity, PreprocessingAndZeroShotMatchOnRealPhotos) {
     const double share_exact = diff.eq(0).to(at::kDouble).mean().item<double>();
     const double d_feat = max_abs(feats, ref.at("image_features")), d_prob = max_abs(probs, ref.at("probs"));
     const int64_t same_top1 = probs.argmax(-1).eq(ref.at("probs").argmax(-1)).sum().item<int64_t>();
-    std::cout << "[ preprocess ] " << data::resize_mode_name(mode) << ": " << images.size() << " photos, pixels max |diff| "
+    std::cout << "[ preprocess ] " << enum_name(mode) << ": " << images.size() << " photos, pixels max |diff| "
               << max_level << " levels, mean " << mean_level << ", identical " << 100 * share_exact
               << "%; image embedding max |diff| " << d_feat << "; zero-shot probs max |diff| " << d_prob << ", same top-1 "
               << same_top1 << "/" << images.size() << "\n";
@@ -146,7 +149,7 @@ TEST_F(OpenClipParity, PreprocessingAndZeroShotMatchOnRealPhotos) {
       std::cout << "    " << std::filesystem::path(images[i]).filename().string() << ": max "
                 << diff[static_cast<int64_t>(i)].max().item<double>() << " levels, mean "
                 << diff[static_cast<int64_t>(i)].mean().item<double>() << "\n";
-    if (mode == data::ResizeMode::kPil) {
+    if (mode == ResizeMode::kPil) {
       EXPECT_EQ(max_level, 0) << "the PIL-compatible resize must reproduce open_clip's preprocess byte for byte";
       EXPECT_LT(d_feat, 1e-5);
       EXPECT_LT(d_prob, 1e-5);
@@ -154,6 +157,43 @@ TEST_F(OpenClipParity, PreprocessingAndZeroShotMatchOnRealPhotos) {
     }
   }
   std::filesystem::remove_all(model_dir);
+}
+
+// Retrieval metrics are open_clip's values (get_clip_metrics), not only its names: on distinct
+// features, and on a set where half the captions repeat another's text, where a pair tied with
+// a duplicate is ranked as a stable descending argsort ranks it.
+TEST(RetrievalMetrics, MatchOpenClipGetClipMetrics) {
+  const auto dir = test::temp_dir("retrieval");
+  const std::string cmd = "python3 " TORCHCLIP_SOURCE_DIR "/tests/golden/make_retrieval_metrics.py " + dir.string() +
+                          " > " + (dir / "python.log").string() + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "open_clip reference failed; see " << (dir / "python.log").string();
+  auto f = load_safetensors((dir / "retrieval.safetensors").string()).tensors;
+  YAML::Node ref = YAML::LoadFile((dir / "retrieval.json").string());
+  auto compare = [&](const std::string& set, const std::string& reference) {
+    auto ours = retrieval_metrics(f.at("image_" + set), f.at("text_" + set), /*chunk=*/128);  // several chunks
+    ASSERT_EQ(ours.size(), ref[reference].size()) << reference;
+    for (const auto& kv : ref[reference]) {
+      const auto key = kv.first.as<std::string>();
+      ASSERT_TRUE(ours.count(key)) << key;
+      EXPECT_NEAR(ours.at(key), kv.second.as<double>(), 1e-12) << reference << " " << key;
+    }
+    std::cout << "[ retrieval ] " << set << ": image_to_text_R@1 " << ours.at("image_to_text_R@1") << " (open_clip "
+              << ref[reference]["image_to_text_R@1"].as<double>() << "), median rank "
+              << ours.at("image_to_text_median_rank") << "\n";
+  };
+  compare("distinct", "distinct");
+  compare("duplicates", "duplicates_stable");
+  EXPECT_EQ(ref["duplicate_rows"].as<int>(), 150);
+  // The rule this replaced counted a pair as found when no candidate scored strictly higher, so
+  // every duplicate caption counted for both of its images: an optimistic figure.
+  const auto& img = f.at("image_duplicates");
+  const auto& txt = f.at("text_duplicates");
+  auto sims = at::matmul(img, txt.t());                                       // [N, N]
+  auto own = sims.diagonal().unsqueeze(1);                                     // [N, 1]
+  const double strict_r1 = sims.gt(own).sum(1).eq(0).to(at::kDouble).mean().item<double>();
+  std::cout << "[ retrieval ] duplicates: strictly-higher rule would report image_to_text_R@1 " << strict_r1 << "\n";
+  EXPECT_GT(strict_r1, ref["duplicates_openclip"]["image_to_text_R@1"].as<double>() + 0.05);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Convert, MisShapedAndUnexpectedTensorsAreNamed) {

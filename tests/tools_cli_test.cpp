@@ -3,7 +3,7 @@
 // zeroshot must beat chance widely, search must find the named colour, an updated index must
 // equal one built from scratch, and the HTML gallery must load every image in real Chromium.
 #include "io/safetensors.h"
-#include "train/checkpoint.h"
+#include "model/model_dir.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>

@@ -1,7 +1,11 @@
-#include "train/evaluate.h"
-#include "train/index.h"
-#include "train/zeroshot.h"
-#include "train/train_config.h"
+#include "config/emit.h"
+#include "config/train_config.h"
+#include "eval/evaluate.h"
+#include "eval/retrieval.h"
+#include "eval/zeroshot.h"
+#include "optim/schedule.h"
+#include "search/index.h"
+#include "train/step.h"
 #include "train/trainer.h"
 
 #include <ATen/ATen.h>
@@ -16,14 +20,14 @@ namespace torchclip {
 namespace {
 
 TEST(Schedule, WarmupCosineConstAndCooldownByHand) {
-  ScheduleCfg s = ScheduleCfg().name("cosine").warmup_steps(10);
+  ScheduleCfg s = ScheduleCfg().name(ScheduleKind::kCosine).warmup_steps(10);
   EXPECT_DOUBLE_EQ(learning_rate(s, 1.0, 0, 110), 0.1);  // base * (step + 1) / warmup
   EXPECT_DOUBLE_EQ(learning_rate(s, 1.0, 9, 110), 1.0);
   EXPECT_DOUBLE_EQ(learning_rate(s, 1.0, 10, 110), 1.0);                  // cos(0)
   EXPECT_NEAR(learning_rate(s, 1.0, 60, 110), 0.5, 1e-12);                // half way: 0.5 (1 + cos(pi/2))
   EXPECT_NEAR(learning_rate(s, 1.0, 109, 110), 0.5 * (1 + std::cos(M_PI * 99 / 100)), 1e-12);
-  EXPECT_DOUBLE_EQ(learning_rate(ScheduleCfg().name("const").warmup_steps(0), 0.3, 50, 100), 0.3);
-  ScheduleCfg c = ScheduleCfg().name("const-cooldown").warmup_steps(0).cooldown_steps(20).min_lr(0.1);
+  EXPECT_DOUBLE_EQ(learning_rate(ScheduleCfg().name(ScheduleKind::kConst).warmup_steps(0), 0.3, 50, 100), 0.3);
+  ScheduleCfg c = ScheduleCfg().name(ScheduleKind::kConstCooldown).warmup_steps(0).cooldown_steps(20).min_lr(0.1);
   EXPECT_DOUBLE_EQ(learning_rate(c, 1.0, 79, 100), 1.0);
   EXPECT_DOUBLE_EQ(learning_rate(c, 1.0, 80, 100), 1.0);
   EXPECT_NEAR(learning_rate(c, 1.0, 90, 100), 0.55, 1e-12);
@@ -49,11 +53,11 @@ TEST(TrainConfig, ParsesOverridesAndRoundTripsTheEffectiveConfig) {
   auto cfg = load_train_config(p, {"optim.lr=5e-4", "train.precision=bf16", "data.scale=[0.5, 1.0]", "loss.name=infonce",
                                    "loss.temperature=0.05", "model=tiny", "data.resize=fast"});
   EXPECT_DOUBLE_EQ(cfg.optim().lr(), 5e-4);
-  EXPECT_EQ(cfg.train().precision(), "bf16");
+  EXPECT_EQ(cfg.train().precision(), Precision::kBf16);
   EXPECT_DOUBLE_EQ(cfg.data().scale()[0], 0.5);
   EXPECT_EQ(cfg.model().vision_cfg().image_size(), 28);
   EXPECT_EQ(cfg.data().batch_size(), 32);
-  EXPECT_EQ(cfg.data().resize(), "fast");
+  EXPECT_EQ(cfg.data().resize(), ResizeMode::kFast);
   EXPECT_EQ(cfg.loss().name(), "infonce");
   EXPECT_EQ(*std::get<InfoNCELossOptions>(cfg.loss().options()).temperature(), 0.05);
   // The effective config is itself a valid config that gives the same effective config (after

@@ -1,8 +1,8 @@
 #include "bench/bench_data.h"
 #include "bench/bench_model.h"
 #include "bench/bench_search.h"
-#include "dist/dist.h"
-#include "dist/launch.h"
+#include "distributed/dist.h"
+#include "distributed/launch.h"
 #include "io/fsutil.h"
 #include "subcommands.h"
 #include "util/args.h"
@@ -20,7 +20,7 @@ int bench_data_main(Args& args) {
   BenchDataOptions o;
   o.images(args.get_int("images", o.images()))
       .workers(args.get_int("workers", o.workers()))
-      .resize(args.get("resize", o.resize()))
+      .resize(parse_enum<ResizeMode>(args.get("resize", enum_name(o.resize())), "--resize"))
       .batch(args.get_int("batch", o.batch()))
       .image_size(args.get_int("size", o.image_size()))
       .dir(args.get("dir", o.dir()))

@@ -1,5 +1,5 @@
 #include "subcommands.h"
-#include "train/convert.h"
+#include "interop/openclip.h"
 #include "util/args.h"
 
 #include <fmt/format.h>

@@ -1,7 +1,10 @@
 #include "data/loader.h"
+#include "eval/evaluate.h"
+#include "io/fsutil.h"
+#include "model/model_dir.h"
+#include "report/contact_sheet.h"
+#include "search/index.h"
 #include "subcommands.h"
-#include "train/checkpoint.h"
-#include "train/evaluate.h"
 #include "util/args.h"
 #include "util/json.h"
 
@@ -20,7 +23,7 @@ int eval_main(const Argv& argv) {
   const auto queries = args.get_all("query");
   const std::string grid = args.get("grid", "");
   const bool json = args.flag("json");
-  const std::string resize = args.get("resize", "pil");
+  const ResizeMode resize = parse_enum<ResizeMode>(args.get("resize", "pil"), "--resize");
   args.finish();
   auto m = load_model_dir(model_dir);
   std::vector<std::string> classes, templates;
@@ -32,15 +35,14 @@ int eval_main(const Argv& argv) {
   data::Loader loader(data::open_source(spec, csv), m.tokenizer, inference_loader_options(m.config, 512, workers, resize));
   if (!queries.empty()) {  // text -> image retrieval over the data's images
     auto index = embed_images(m.model, loader, !json);
-    torch::NoGradGuard no_grad;
-    auto q = m.model->encode_text(tokenize(*m.tokenizer, queries, m.config.text_cfg().context_length()), true);
+    const auto hits_per_query = search_index(index.features, embed_texts(m, queries), k);
     std::string results;
     for (size_t qi = 0; qi < queries.size(); ++qi) {
-      auto hits = nearest(index.features, q[qi], k);
+      const auto& hits = hits_per_query[qi];
       std::vector<std::string> paths, rows;
       std::vector<float> scores;
       if (!json) fmt::print("query \"{}\":\n", queries[qi]);
-      for (const auto& [row, score] : hits) {
+      for (const auto& [row, score] : hits) {  // best first
         paths.push_back(index.paths[row]);
         scores.push_back(score);
         if (!json) fmt::print("  {:.4f}  {}  ({})\n", score, index.paths[row].empty() ? index.origins[row] : index.paths[row],

@@ -1,12 +1,13 @@
 // torchclip: CLIP pretraining, evaluation and serving in C++. Dispatches to a subcommand; the only
 // place (with the subcommands) that turns library errors into exit codes.
-#include "config.h"
+#include "config/model_config.h"
 #include "subcommands.h"
 #include "util/args.h"
 #include "util/cpu_allocator.h"
 
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
+#include <opencv2/core/utility.hpp>
 
 #include <functional>
 #include <map>
@@ -72,6 +73,9 @@ commands:
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Parallelism comes from the data loader's workers; OpenCV's own thread pool would
+  // oversubscribe the cores. A process-wide choice, so the program makes it, not the library.
+  cv::setNumThreads(0);
   try {
     torchclip::install_cpu_caching_allocator();
   } catch (const std::exception& e) {

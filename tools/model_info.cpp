@@ -1,3 +1,4 @@
+#include "config/emit.h"
 #include "model/clip.h"
 #include "subcommands.h"
 #include "util/args.h"

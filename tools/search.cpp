@@ -1,11 +1,13 @@
 // torchclip embed, index and search.
 #include "data/loader.h"
+#include "eval/evaluate.h"
 #include "io/fsutil.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
+#include "report/contact_sheet.h"
+#include "report/gallery.h"
+#include "search/index.h"
 #include "subcommands.h"
-#include "train/evaluate.h"
-#include "train/index.h"
 #include "util/json.h"
 
 #include <ATen/ATen.h>
@@ -20,7 +22,7 @@ namespace torchclip::tools {
 int embed_main(const Argv& argv) {
   Args args(argv);
   const std::string model_dir = args.require("model"), out = args.require("out");
-  const std::string spec = args.get("data", ""), texts_file = args.get("texts", ""), resize = args.get("resize", "pil");
+  const std::string spec = args.get("data", ""), texts_file = args.get("texts", ""), resize_flag = args.get("resize", "pil");
   const std::string dtype = args.get("dtype", "fp32");
   const int64_t workers = args.get_int("workers", 2), batch = args.get_int("batch", 64);
   auto csv = csv_flags(args);
@@ -53,7 +55,7 @@ int embed_main(const Argv& argv) {
     features = at::cat(parts);
   } else {
     kind = "image";
-    data::Loader loader(image_source(images, spec, csv, {}), m.tokenizer, inference_loader_options(m.config, batch, workers, resize));
+    data::Loader loader(image_source(images, spec, csv, {}), m.tokenizer, inference_loader_options(m.config, batch, workers, parse_enum<ResizeMode>(resize_flag, "--resize")));
     auto e = embed_images(m.model, loader);
     features = e.features;
     for (size_t i = 0; i < e.origins.size(); ++i) inputs.push_back(e.paths[i].empty() ? e.origins[i] : e.paths[i]);
@@ -82,7 +84,7 @@ int index_main(const Argv& argv) {
   o.dtype(args.get("dtype", o.dtype()))
       .workers(args.get_int("workers", o.workers()))
       .batch_size(args.get_int("batch", o.batch_size()))
-      .resize(args.get("resize", o.resize()))
+      .resize(parse_enum<ResizeMode>(args.get("resize", enum_name(o.resize())), "--resize"))
       .measure_model(args.flag("measure-model"));
   const bool json = args.flag("json");
   o.progress(!json);
@@ -132,7 +134,7 @@ int search_main(const Argv& argv) {
       if (!line.empty()) queries.push_back(line);
     if (queries.empty()) throw UsageError("no query: give --query TEXT, --image PATH, or queries on stdin");
   }
-  at::Tensor q = image.empty() ? embed_texts(m, queries) : embed_image_file(m, image, index.info["resize"]);
+  at::Tensor q = image.empty() ? embed_texts(m, queries) : embed_image_file(m, image, index.info.count("resize") ? parse_enum<ResizeMode>(index.info["resize"], index_path + ": resize") : ResizeMode::kPil);
   if (!image.empty()) queries = {"image: " + image};
   const auto t1 = std::chrono::steady_clock::now();
   auto hits = search_index(index.embeddings, q, k);

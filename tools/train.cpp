@@ -1,5 +1,5 @@
-#include "dist/dist.h"
-#include "dist/launch.h"
+#include "distributed/dist.h"
+#include "distributed/launch.h"
 #include "subcommands.h"
 #include "train/trainer.h"
 #include "util/args.h"

@@ -1,7 +1,10 @@
 #include "data/loader.h"
+#include "eval/evaluate.h"
+#include "eval/zeroshot.h"
+#include "io/fsutil.h"
+#include "report/confusion.h"
 #include "subcommands.h"
-#include "train/evaluate.h"
-#include "train/zeroshot.h"
+#include "util/csv.h"
 #include "util/json.h"
 
 #include <ATen/ATen.h>
@@ -35,7 +38,7 @@ int zeroshot_main(const Argv& argv) {
   const std::string classes_arg = args.get("classes", ""), templates_file = args.get("templates", "");
   const std::string classifier_file = args.get("classifier", ""), save_file = args.get("save-classifier", "");
   const std::string spec = args.get("data", ""), confusion = args.get("confusion", "");
-  const std::string resize = args.get("resize", "pil");
+  const ResizeMode resize = parse_enum<ResizeMode>(args.get("resize", "pil"), "--resize");
   const int64_t top_k = args.get_int("top-k", 5), workers = args.get_int("workers", 2);
   const int64_t max_rows = args.get_int("max-rows", 50);
   const bool json = args.flag("json"), csv_out = args.flag("csv");

@@ -52,14 +52,14 @@ BenchDataResult bench_data(const BenchDataOptions& o) {
   const std::string csv = o.data().empty() ? write_images(dir, o) : o.data();
   BenchDataResult r;
   r.workers = o.workers();
-  r.resize = o.resize();
+  r.resize = enum_name(o.resize());
 
   auto loader_options = data::LoaderOptions()
                             .batch_size(o.batch())
                             .workers(o.workers())
                             .drop_last(false)
                             .transform(data::ImageTransformOptions().image_size(o.image_size()).train(true).resize(
-                                data::parse_resize_mode(o.resize(), "bench data: --resize")));
+                                o.resize()));
   data::Loader loader(data::csv_source(csv), load_tokenizer("clip-bpe"), loader_options);
   loader.start_epoch(0);  // warm the page cache and the tokenizer, as the Python side reads after us
   for (data::Batch b; loader.next(b);) {

@@ -2,6 +2,8 @@
 // for torchclip's loader and, in the same run on the same files, open_clip's Python pipeline.
 #pragma once
 
+#include "config/enums.h"
+
 #include <torch/arg.h>
 
 #include <string>
@@ -17,7 +19,7 @@ struct BenchDataOptions {
   TORCH_ARG(int64_t, batch) = 64;
   TORCH_ARG(int64_t, workers) = 2;
   /// "pil" (byte-exact with open_clip) or "fast" (OpenCV).
-  TORCH_ARG(std::string, resize) = "pil";
+  TORCH_ARG(ResizeMode, resize) = ResizeMode::kPil;
   /// Run open_clip's pipeline too (needs python3 with open_clip).
   TORCH_ARG(bool, compare) = true;
   TORCH_ARG(std::string, python) = "python3";

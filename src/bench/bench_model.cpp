@@ -1,20 +1,18 @@
 #include "bench/bench_model.h"
 
-#include "dist/dist.h"
-#include "loss/loss.h"
-#include "optim/fused_adamw.h"
-#include "model/clip.h"
+#include "distributed/dist.h"
 #include "io/fsutil.h"
-#include "util/autocast.h"
-#include "util/json.h"
+#include "loss/loss.h"
+#include "model/clip.h"
+#include "optim/fused_adamw.h"
+#include "train/step.h"
 #include "util/cpu_allocator.h"
+#include "util/json.h"
 #include "util/progress.h"
 
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
-#include <torch/optim/adamw.h>
-
 
 #include <algorithm>
 #include <chrono>
@@ -77,8 +75,7 @@ double measure_matmul_gflops(const std::string& device_name, const std::string& 
 
 BenchModelResult bench_model(const BenchModelOptions& o) {
   TORCH_CHECK(o.batch() > 0 && o.iters() > 0 && o.warmup() >= 0, "bench model: --batch and --iters must be > 0");
-  TORCH_CHECK(o.precision() == "fp32" || o.precision() == "bf16",
-              "bench model: --precision must be fp32 or bf16, got '", o.precision(), "'");
+  const Precision precision = parse_enum<Precision>(o.precision(), "--precision");
   if (o.threads() > 0) at::set_num_threads(static_cast<int>(o.threads()));
   const at::Device device = parse_device(o.device());
   at::manual_seed(o.seed());
@@ -87,18 +84,18 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   CLIP model(cfg);
   model->to(device);
   model->train();
+  // The training step `train()` runs, with its parameter groups (defaults of `optim:`).
   auto loss_fn = make_loss("clip");
-  std::unique_ptr<dist::GradientAverager> averager;
-  if (o.group()) {
+  if (o.group())
     loss_fn->set_distributed(std::make_shared<dist::GroupGather>(o.group()),
                              DistributedLossOptions().local_loss(true).gather_with_grad(true));
-    averager = std::make_unique<dist::GradientAverager>(o.group(), model->parameters());
-  }
-  std::unique_ptr<torch::optim::AdamW> optimizer;
-  if (o.optimizer_step()) {
-    optimizer = std::make_unique<FusedAdamW>(
-        model->parameters(), torch::optim::AdamWOptions(5e-4).betas({0.9, 0.98}).eps(1e-6).weight_decay(0.2));
-  }
+  FusedAdamW optimizer(param_groups(model, OptimCfg()));
+  TrainStep step(model, loss_fn, optimizer,
+                 StepOptions()
+                     .precision(precision)
+                     .group(o.group())
+                     .update(o.optimizer_step())
+                     .time_phases(device.is_cuda()));
 
   const int64_t B = o.batch(), S = cfg.vision_cfg().image_size(), T = cfg.text_cfg().context_length();
   const int64_t V = cfg.text_cfg().vocab_size();
@@ -148,40 +145,19 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
       prof::prepareProfiler(config, activities);
       prof::enableProfiler(config, activities);
     }
-    for (auto& p : model->parameters()) p.mutable_grad() = at::Tensor();
     synchronize(device);
     if (i == o.warmup()) cache_before = cache_stats();
     auto t0 = Clock::now();
-    at::Tensor loss;
-    {
-      AutocastGuard autocast(device.type(), o.precision() == "bf16");
-      auto out = model->forward(images, ids);
-      loss = loss_fn->forward({out.image_features, out.text_features, out.logit_scale, out.logit_bias});
-    }
-    const double forward_dt = since(t0);
-    const auto b0 = Clock::now();
-    loss.backward();
-    const double backward_dt = since(b0);
-    const bool timed = i >= o.warmup() && i < timed_end;
-    if (averager) {
-      auto a0 = Clock::now();
-      averager->average();
-      if (timed) reduce_times.push_back(std::chrono::duration<double>(Clock::now() - a0).count());
-    }
-    const auto o0 = Clock::now();
-    if (optimizer) {
-      optimizer->step();
-      model->clamp_logit_scale();
-    }
-    const double optimizer_dt = since(o0);
-    double dt = since(t0);
-    if (timed) {
+    const StepResult sr = step.run({MicroBatch{images, ids}}, OptimCfg().lr());
+    const double dt = since(t0);
+    if (i >= o.warmup() && i < timed_end) {
       times.push_back(dt);
-      forward_times.push_back(forward_dt);
-      backward_times.push_back(backward_dt);
-      optimizer_times.push_back(optimizer_dt);
+      forward_times.push_back(sr.forward_seconds);
+      backward_times.push_back(sr.backward_seconds);
+      optimizer_times.push_back(sr.optimizer_seconds);
+      if (o.group()) reduce_times.push_back(sr.reduce_seconds);
     }
-    r.loss = loss.item<double>();
+    r.loss = sr.loss;
     if (o.progress()) progress.advance(1, fmt::format("loss {:.4f}", r.loss));
     if (i + 1 == timed_end) cache_after = cache_stats();
   }

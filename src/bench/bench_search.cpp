@@ -1,7 +1,7 @@
 #include "bench/bench_search.h"
 
 #include "io/fsutil.h"
-#include "train/index.h"
+#include "search/index.h"
 #include "util/json.h"
 
 #include <ATen/ATen.h>

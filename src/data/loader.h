@@ -1,8 +1,10 @@
 // The threaded loader: each worker thread reads its own part of the epoch (disjoint CSV rows or
-// shards), decodes, augments and tokenises; the consumer takes one sample from each worker in
-// turn. The order therefore depends only on the seed and the worker count, never on timing.
+// shards) and runs the per-sample pieces of data/pipeline.h on it; the consumer takes one sample
+// from each worker in turn, applies the failure policy and collates. The order therefore depends
+// only on the seed and the worker count, never on timing.
 #pragma once
 
+#include "data/pipeline.h"
 #include "data/source.h"
 #include "data/transform.h"
 #include "text/tokenizer.h"
@@ -44,17 +46,8 @@ struct LoaderOptions {
   /// How many skipped samples are reported on stderr (the rest are only counted).
   TORCH_ARG(int64_t, log_first_failures) = 5;
   TORCH_ARG(ImageTransformOptions, transform) = {};
-};
-
-struct Batch {
-  at::Tensor images;  // [B, 3, S, S] float
-  at::Tensor texts;   // [B, context_length] int64
-  at::Tensor labels;  // [B] int64, -1 where unknown
-  std::vector<std::string> origins;
-  std::vector<std::string> image_paths;  // empty for images read from shards
-  std::vector<std::string> captions;
-  std::vector<std::pair<int, int>> image_sizes;  // original (width, height)
-  std::vector<int> token_counts;                 // tokens before padding/truncation, with start/end
+  /// Collate batches into page-locked memory (for asynchronous copies to a GPU).
+  TORCH_ARG(bool, pin_memory) = false;
 };
 
 /// Where the loader is within an epoch; enough to continue exactly (same worker count).
@@ -69,13 +62,6 @@ struct LoaderState {
   std::string to_string() const;
   /// Throws std::invalid_argument naming what is wrong.
   static LoaderState from_string(const std::string& s);
-};
-
-struct LoaderStats {
-  int64_t good = 0, skipped = 0;
-  std::map<std::string, int64_t> skipped_by_reason;
-  std::map<std::string, std::vector<std::string>> examples;  // a few origins per reason
-  double wait_seconds = 0;  // time next() spent waiting for workers
 };
 
 class Loader {
@@ -96,12 +82,10 @@ class Loader {
   const LoaderOptions& options() const { return options_; }
 
  private:
-  struct Item;
   struct Worker;
   void start(const LoaderState& state);
   void stop();
   void run_worker(Worker& w, int64_t skip);
-  Item process(RawSample& raw, std::mt19937_64& rng) const;
 
   std::shared_ptr<const SampleSource> source_;
   std::shared_ptr<const Tokenizer> tokenizer_;
@@ -110,7 +94,7 @@ class Loader {
   std::atomic<bool> stop_{false};
   LoaderState state_;
   LoaderStats stats_;
-  int64_t consecutive_failures_ = 0;
+  FailurePolicy failures_;
 };
 
 }  // namespace torchclip::data

@@ -36,14 +36,6 @@ CropBox random_resized_crop_box(int H, int W, const ImageTransformOptions& o, st
   return {(H - h) / 2, (W - w) / 2, h, w};
 }
 
-ResizeMode parse_resize_mode(const std::string& name, const std::string& where) {
-  if (name == "pil") return ResizeMode::kPil;
-  if (name == "fast") return ResizeMode::kFast;
-  TORCH_CHECK(false, where, ": unknown resize mode '", name, "'; valid: pil, fast");
-}
-
-const char* resize_mode_name(ResizeMode mode) { return mode == ResizeMode::kPil ? "pil" : "fast"; }
-
 namespace {
 
 /// Fixed-point weights: 32 bits minus 8 for the pixel and 2 of headroom for the sum, as Pillow.

@@ -2,6 +2,8 @@
 // shortest side plus centre crop for evaluation, then normalisation to a float tensor.
 #pragma once
 
+#include "config/enums.h"
+
 #include <torch/arg.h>
 
 #include <array>
@@ -19,18 +21,6 @@ class Mat;
 namespace torchclip::data {
 
 using Rgb = std::array<double, 3>;
-
-/// How images are resized.
-/// - `kPil`: Pillow's antialiased bicubic resampling (what open_clip's preprocess runs),
-///   reproduced exactly: the same filter, support, fixed-point weights and rounding, so pixels
-///   match PIL's to the byte.
-/// - `kFast`: OpenCV (bilinear then box shrink, or bicubic enlarge): about 2x faster on large
-///   photos, differing from PIL by a few levels per pixel. See data/README.md for the figures.
-enum class ResizeMode { kPil, kFast };
-
-/// "pil" or "fast"; anything else throws, listing the choices. `where` names the flag or key.
-ResizeMode parse_resize_mode(const std::string& name, const std::string& where);
-const char* resize_mode_name(ResizeMode mode);
 
 struct ImageTransformOptions {
   TORCH_ARG(int64_t, image_size) = 224;

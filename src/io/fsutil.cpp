@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 #include <stdexcept>
 
 namespace torchclip {
@@ -74,6 +75,17 @@ uint32_t crc32_of(const std::string& data) {
     done += chunk;
   }
   return static_cast<uint32_t>(crc);
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error(fmt::format("{}: cannot open the file", path));
+  std::vector<std::string> out;
+  for (std::string line; std::getline(f, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty()) out.push_back(line);
+  }
+  return out;
 }
 
 }  // namespace torchclip

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace torchclip {
 
@@ -16,6 +17,9 @@ void fsync_dir(const std::string& dir);
 /// Runs a shell command and returns what it printed on stdout; `status` gets pclose's status
 /// (-1 when the command could not be started).
 std::string run_command(const std::string& command, int& status);
+/// Lines of a text file (class names, templates, queries), without line ends, skipping empty
+/// ones. Throws std::runtime_error naming the file.
+std::vector<std::string> read_lines(const std::string& path);
 /// CRC-32 (zlib) of bytes, for checkpoint manifests.
 uint32_t crc32_of(const std::string& data);
 

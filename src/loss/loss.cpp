@@ -3,12 +3,9 @@
 // modes: global (rows = columns = everything gathered) and local_loss (rows = this rank's).
 #include "loss/loss.h"
 
-#include "config.h"
-
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <yaml-cpp/yaml.h>
 
 #include <limits>
 
@@ -63,9 +60,9 @@ at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& labels) {
 }
 
 /// Pairwise distances between rows of a [R, E] and rows of b [C, E]: [R, C].
-at::Tensor distance(const at::Tensor& a, const at::Tensor& b, const std::string& kind) {
+at::Tensor distance(const at::Tensor& a, const at::Tensor& b, Distance kind) {
   auto dot = at::matmul(a, b.t());  // [R, C]
-  if (kind == "cosine") {
+  if (kind == Distance::kCosine) {
     auto na = a.norm(2, -1, true), nb = b.norm(2, -1, true);
     return 1 - dot / (na * nb.t()).clamp_min(1e-12);
   }
@@ -105,12 +102,12 @@ class InfoNCELossImpl : public ContrastiveLossImpl {
     };
     at::Tensor total = at::zeros({}, in.image_features.options());
     int terms = 0;
-    if (o_.direction() != "text_to_image") {
+    if (o_.direction() != Direction::kTextToImage) {
       auto cols = with_extra(v.text_cols, in.extra_text_features);
       total = total + cross_entropy(scale * at::matmul(v.image_rows, cols.t()), y);
       ++terms;
     }
-    if (o_.direction() != "image_to_text") {
+    if (o_.direction() != Direction::kImageToText) {
       auto cols = with_extra(v.image_cols, in.extra_image_features);
       total = total + cross_entropy(scale * at::matmul(v.text_rows, cols.t()), y);
       ++terms;
@@ -158,12 +155,12 @@ class TripletLossImpl : public ContrastiveLossImpl {
     auto d_ap = d.masked_select(pos).view({R, 1});           // [R, 1]
     if (C == 1) return at::zeros({}, d.options());           // no negatives
     const double inf = std::numeric_limits<double>::infinity();
-    if (o_.mining() == "all") {
+    if (o_.mining() == Mining::kAll) {
       auto hinge = (o_.margin() + d_ap - d).clamp_min(0);    // [R, C]
       return hinge.masked_select(pos.logical_not()).mean();
     }
     at::Tensor d_an;                                         // [R, 1]
-    if (o_.mining() == "hardest") {
+    if (o_.mining() == Mining::kHardest) {
       d_an = d.masked_fill(pos, inf).amin(1, true);
     } else {
       // Semi-hard (Schroff et al. 2015, as tf-addons): the closest negative farther than the
@@ -213,9 +210,7 @@ ContrastiveLoss make_loss(const LossConfig& config) {
 }
 
 ContrastiveLoss make_loss(const std::string& name) {
-  YAML::Node node;
-  node["name"] = name;
-  return make_loss(parse_loss_config(node, "<loss name>"));
+  return make_loss(LossConfig().name(name).options(default_loss_options(name)));
 }
 
 }  // namespace torchclip

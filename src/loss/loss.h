@@ -3,7 +3,7 @@
 // distributed wrapper only has to supply a FeatureGather; no loss's math changes.
 #pragma once
 
-#include "loss/loss_options.h"
+#include "config/loss_config.h"
 
 #include <torch/nn/cloneable.h>
 
@@ -68,7 +68,7 @@ using ContrastiveLoss = std::shared_ptr<ContrastiveLossImpl>;
 /// An unknown name throws, listing loss_names().
 ContrastiveLoss make_loss(const LossConfig& config);
 
-/// Convenience: builds a loss from a name and YAML-style options (defaults for the rest).
+/// Convenience: the loss called `name` with its default hyperparameters.
 ContrastiveLoss make_loss(const std::string& name);
 
 }  // namespace torchclip

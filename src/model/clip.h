@@ -4,7 +4,7 @@
 // custom_text is set, so weights move between the two frameworks unchanged.
 #pragma once
 
-#include "config.h"
+#include "config/model_config.h"
 #include "model/modified_resnet.h"
 #include "model/text_transformer.h"
 #include "model/vision_transformer.h"

@@ -17,7 +17,7 @@ void TextTransformerImpl::reset() {
   const TextCfg& c = options.cfg();
   const int64_t W = c.width(), L = c.layers();
   token_embedding = register_module("token_embedding", torch::nn::Embedding(c.vocab_size(), W));
-  if (c.pos_embed_type() == "learnable") {
+  if (c.pos_embed_type() == PosEmbed::kLearnable) {
     positional_embedding = register_parameter("positional_embedding", at::empty({c.context_length(), W}));
   } else {
     sinusoid_ = sinusoidal_position_encoding(c.context_length(), W);
@@ -27,7 +27,7 @@ void TextTransformerImpl::reset() {
                                                                .ls_init_value(c.ls_init_value())
                                                                .quick_gelu(options.quick_gelu())));
   ln_final = register_module("ln_final", layer_norm(W));
-  if (c.proj_type() == "linear") {
+  if (c.proj_type() == TextProj::kLinear) {
     if (c.proj_bias()) {
       text_projection_linear = register_module("text_projection", torch::nn::Linear(W, options.output_dim()));
     } else {
@@ -76,9 +76,9 @@ at::Tensor TextTransformerImpl::tokens(const at::Tensor& ids) {
 
 at::Tensor TextTransformerImpl::pool_index(const at::Tensor& ids) const {
   const TextCfg& c = options.cfg();
-  if (c.pool_type() == "argmax") return ids.argmax(-1);                         // CLIP's EOT is the largest id
-  if (c.pool_type() == "eos") return ids.eq(c.eos_id()).to(at::kInt).argmax(-1);  // first eos
-  if (c.pool_type() == "first") return at::zeros({ids.size(0)}, ids.options().dtype(at::kLong));
+  if (c.pool_type() == TextPool::kArgmax) return ids.argmax(-1);                         // CLIP's EOT is the largest id
+  if (c.pool_type() == TextPool::kEos) return ids.eq(c.eos_id()).to(at::kInt).argmax(-1);  // first eos
+  if (c.pool_type() == TextPool::kFirst) return at::zeros({ids.size(0)}, ids.options().dtype(at::kLong));
   return at::full({ids.size(0)}, ids.size(1) - 1, ids.options().dtype(at::kLong));  // "last"
 }
 
@@ -90,7 +90,7 @@ at::Tensor TextTransformerImpl::forward(const at::Tensor& ids_in) {
   // pooled one (the padding after the longest caption) are not computed at all. The result is the
   // same function; typical captions fill a fraction of the 77-token context. (CPU only: on CUDA
   // the length would cost a device sync every step.)
-  if (!c.no_causal_mask() && c.pool_type() != "last" && ids_in.device().is_cpu() && ids_in.size(0) > 0) {
+  if (!c.no_causal_mask() && c.pool_type() != TextPool::kLast && ids_in.device().is_cpu() && ids_in.size(0) > 0) {
     const int64_t needed = idx.max().item<int64_t>() + 1;
     if (needed < ids_in.size(1)) ids = ids_in.slice(1, 0, needed);        // [B, T']
   }
@@ -103,7 +103,7 @@ at::Tensor TextTransformerImpl::forward(const at::Tensor& ids_in) {
 
 int64_t TextTransformerImpl::flops(int64_t tokens) const {
   const TextCfg& c = options.cfg();
-  const int64_t proj = c.proj_type() == "linear" ? 2 * c.width() * options.output_dim() : 0;
+  const int64_t proj = c.proj_type() == TextProj::kLinear ? 2 * c.width() * options.output_dim() : 0;
   return transformer->flops(tokens > 0 ? tokens : c.context_length()) + proj;
 }
 

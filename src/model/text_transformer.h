@@ -2,7 +2,7 @@
 // ln_final -> the feature at the pooled position (the EOT token for CLIP's BPE) -> @ text_projection.
 #pragma once
 
-#include "config.h"
+#include "config/model_config.h"
 #include "model/transformer.h"
 
 #include <torch/nn/modules/embedding.h>

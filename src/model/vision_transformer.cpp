@@ -44,7 +44,7 @@ at::Tensor VisionTransformerImpl::forward(const at::Tensor& images) {
   x = transformer(x);                           // [B, T, W]
   at::Tensor pooled;
   auto pool = [&](const at::Tensor& t) {
-    return c.pool_type() == "avg" ? t.slice(1, 1).mean(1) : t.select(1, 0);  // [B, W]
+    return c.pool_type() == VisionPool::kAvg ? t.slice(1, 1).mean(1) : t.select(1, 0);  // [B, W]
   };
   if (c.final_ln_after_pool()) {
     pooled = ln_post(pool(x));

@@ -3,7 +3,7 @@
 // transformer -> ln_post -> pool (class token or mean) -> @ proj.
 #pragma once
 
-#include "config.h"
+#include "config/model_config.h"
 #include "model/transformer.h"
 
 #include <torch/nn/modules/conv.h>

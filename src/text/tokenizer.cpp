@@ -33,17 +33,21 @@ std::vector<int32_t> Tokenizer::encode_padded(std::string_view text, int64_t con
   return pad_ids(*this, encode(text), context_length);
 }
 
-std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& spec) {
+TokenizerFile resolve_tokenizer(const std::string& spec) {
   namespace fs = std::filesystem;
-  if (spec == "clip-bpe") {
-    return std::make_shared<ClipBpeTokenizer>((fs::path(models_dir()) / "bpe_simple_vocab_16e6.txt.gz").string());
-  }
-  if (!fs::exists(spec)) {
+  if (spec == "clip-bpe") return {"clip-bpe", (fs::path(models_dir()) / "bpe_simple_vocab_16e6.txt.gz").string()};
+  if (!fs::is_regular_file(spec)) {
     throw std::runtime_error(fmt::format(
         "tokenizer '{}' is neither 'clip-bpe' nor an existing file (.txt.gz BPE merges or SentencePiece .model)", spec));
   }
-  if (spec.size() >= 3 && spec.compare(spec.size() - 3, 3, ".gz") == 0) return std::make_shared<ClipBpeTokenizer>(spec);
-  return std::make_shared<SentencePieceTokenizer>(spec);
+  const bool gz = spec.size() >= 3 && spec.compare(spec.size() - 3, 3, ".gz") == 0;
+  return {gz ? "clip-bpe" : "sentencepiece", spec};
+}
+
+std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& spec) {
+  const TokenizerFile f = resolve_tokenizer(spec);
+  if (f.kind == "clip-bpe") return std::make_shared<ClipBpeTokenizer>(f.path);
+  return std::make_shared<SentencePieceTokenizer>(f.path);
 }
 
 at::Tensor tokenize(const Tokenizer& tokenizer, const std::vector<std::string>& texts, int64_t context_length) {

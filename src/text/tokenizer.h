@@ -35,6 +35,15 @@ class Tokenizer {
 /// [sot] + ids + [eot] with OpenCLIP's truncation and padding (what encode_padded does to encode()).
 std::vector<int32_t> pad_ids(const Tokenizer& tokenizer, std::vector<int32_t> ids, int64_t context_length);
 
+/// What a tokenizer spec names: its kind ("clip-bpe" or "sentencepiece") and its file.
+struct TokenizerFile {
+  std::string kind, path;
+};
+
+/// Resolves a spec: "clip-bpe" (the vocabulary shipped in models/), a .txt.gz BPE merges file or
+/// a SentencePiece .model file. Throws naming the spec when it is none of these.
+TokenizerFile resolve_tokenizer(const std::string& spec);
+
 /// Loads a tokenizer: "clip-bpe" (the vocabulary shipped in models/), a path to a
 /// bpe_simple_vocab_16e6.txt.gz-style file, or a SentencePiece .model file.
 std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& spec);

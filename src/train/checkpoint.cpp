@@ -2,6 +2,7 @@
 
 #include "io/fsutil.h"
 #include "io/safetensors.h"
+#include "model/model_dir.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -22,12 +23,6 @@ namespace {
 
 constexpr const char* kManifestMagic = "torchclip-checkpoint-v1";
 
-/// The tokenizer files of a spec: (name in the folder, source path).
-std::pair<std::string, std::string> tokenizer_file(const std::string& spec) {
-  if (spec == "clip-bpe") return {"bpe_simple_vocab_16e6.txt.gz", (fs::path(models_dir()) / "bpe_simple_vocab_16e6.txt.gz").string()};
-  return {fs::path(spec).filename().string(), spec};
-}
-
 std::map<std::string, at::Tensor> named_params(CLIP& model) {
   std::map<std::string, at::Tensor> out;
   for (const auto& p : model->named_parameters()) out[p.key()] = p.value();
@@ -35,64 +30,6 @@ std::map<std::string, at::Tensor> named_params(CLIP& model) {
 }
 
 }  // namespace
-
-void save_model_dir(const std::string& dir, CLIP& model, const std::string& tokenizer_spec) {
-  save_safetensors((fs::path(dir) / "model.safetensors").string(), state_dict(*model),
-                   {{"format", "pt"}, {"producer", "torchclip"}});
-  write_file_atomic((fs::path(dir) / "config.yaml").string(), to_yaml(model->config));
-  auto [name, source] = tokenizer_file(tokenizer_spec);
-  write_file_atomic((fs::path(dir) / name).string(), read_file(source));
-  const std::string kind = tokenizer_spec == "clip-bpe" || (name.size() > 3 && name.compare(name.size() - 3, 3, ".gz") == 0)
-                               ? "clip-bpe"
-                               : "sentencepiece";
-  write_file_atomic((fs::path(dir) / "tokenizer.yaml").string(), fmt::format("kind: {}\nfile: {}\n", kind, name));
-}
-
-void load_state_dict(CLIP& model, const std::map<std::string, at::Tensor>& weights, const std::string& source) {
-  auto ours = state_dict(*model);
-  std::vector<std::string> missing, unexpected, misshaped;
-  for (const auto& [k, v] : ours) {
-    auto it = weights.find(k);
-    if (it == weights.end()) missing.push_back(k);
-    else if (it->second.sizes() != v.sizes())
-      misshaped.push_back(fmt::format("{} (file {}, model {})", k, it->second.sizes(), v.sizes()));
-  }
-  for (const auto& [k, v] : weights)
-    if (!ours.count(k)) unexpected.push_back(k);
-  if (!missing.empty() || !unexpected.empty() || !misshaped.empty()) {
-    auto list = [](const std::vector<std::string>& v) {
-      return v.empty() ? std::string("none") : fmt::format("{}", fmt::join(v.begin(), v.begin() + std::min<size_t>(v.size(), 8), ", ")) +
-                                                   (v.size() > 8 ? fmt::format(" and {} more", v.size() - 8) : "");
-    };
-    throw std::runtime_error(fmt::format("{}: weights do not fit the model config: missing {}; unexpected {}; mis-shaped {}",
-                                         source, list(missing), list(unexpected), list(misshaped)));
-  }
-  torch::NoGradGuard no_grad;
-  for (auto& [k, v] : ours) v.copy_(weights.at(k));
-}
-
-LoadedModel load_model_dir(const std::string& dir) {
-  LoadedModel m;
-  m.dir = dir;
-  const fs::path d(dir);
-  if (!fs::is_directory(d)) throw std::runtime_error(fmt::format("{}: not a model folder (no such directory)", dir));
-  m.config = load_model_config((d / "config.yaml").string());
-  m.model = CLIP(m.config);
-  const std::string weights_path = (d / "model.safetensors").string();
-  const std::string weights = read_file(weights_path);
-  m.fingerprint = fmt::format("crc32:{:08x}:{}", crc32_of(weights), weights.size());
-  load_state_dict(m.model, parse_safetensors(weights, weights_path, at::kFloat).tensors, weights_path);
-  YAML::Node tok;
-  try {
-    tok = YAML::LoadFile((d / "tokenizer.yaml").string());
-  } catch (const YAML::Exception& e) {
-    throw std::runtime_error(fmt::format("{}: cannot read tokenizer.yaml: {}", dir, e.what()));
-  }
-  m.tokenizer_spec = (d / tok["file"].as<std::string>("")).string();
-  m.tokenizer = load_tokenizer(m.tokenizer_spec);
-  m.model->eval();
-  return m;
-}
 
 std::string save_checkpoint(const std::string& root, CLIP& model, torch::optim::Optimizer& optimizer,
                             const TrainerState& state, const std::string& tokenizer_spec,

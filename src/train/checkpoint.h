@@ -1,15 +1,12 @@
-// Model folders and training checkpoints.
+// Training checkpoints.
 //
-// A model folder holds everything inference needs: model.safetensors (OpenCLIP's names),
-// config.yaml (the model config) and the tokenizer (tokenizer.yaml plus its vocabulary file).
-// A checkpoint is a model folder plus trainer.safetensors (optimizer moments, RNG state) whose
+// A checkpoint is a model folder (model/model_dir.h) plus trainer.safetensors (optimizer moments, RNG state) whose
 // metadata records the step, epoch and loader position, and a MANIFEST of sizes and CRC-32s
 // written last. Checkpoints are written into NAME.tmp, fsync'd, and renamed into place, so a crash
 // leaves either the previous checkpoints or a complete new one.
 #pragma once
 
-#include "model/clip.h"
-#include "text/tokenizer.h"
+#include "model/model_dir.h"
 
 #include <map>
 #include <optional>
@@ -21,26 +18,6 @@ class Optimizer;
 }
 
 namespace torchclip {
-
-struct LoadedModel {
-  ModelConfig config;
-  CLIP model = nullptr;
-  std::shared_ptr<const Tokenizer> tokenizer;
-  std::string tokenizer_spec;
-  std::string dir;  // the folder it was loaded from
-  /// Identifies the weights: "crc32:XXXXXXXX:BYTES" of model.safetensors. Indexes record it, so
-  /// a search with another model is refused.
-  std::string fingerprint;
-};
-
-/// Writes a model folder (the folder must exist). `tokenizer_spec` is what load_tokenizer took.
-void save_model_dir(const std::string& dir, CLIP& model, const std::string& tokenizer_spec);
-
-/// Loads a model folder; missing, unexpected or mis-shaped tensors are errors naming them.
-LoadedModel load_model_dir(const std::string& dir);
-
-/// Copies `weights` into `model` by name; throws listing missing, unexpected and mis-shaped names.
-void load_state_dict(CLIP& model, const std::map<std::string, at::Tensor>& weights, const std::string& source);
 
 /// What the trainer needs back besides the model and optimizer.
 struct TrainerState {

@@ -1,30 +1,29 @@
 #include "train/trainer.h"
 
+#include "config/emit.h"
 #include "data/loader.h"
-#include "dist/dist.h"
+#include "distributed/dist.h"
+#include "eval/evaluate.h"
 #include "io/fsutil.h"
 #include "loss/loss.h"
 #include "optim/fused_adamw.h"
+#include "optim/schedule.h"
+#include "report/plot.h"
 #include "train/checkpoint.h"
-#include "train/evaluate.h"
-#include "train/plot.h"
-#include "util/autocast.h"
+#include "train/metrics_log.h"
+#include "train/step.h"
 #include "util/progress.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
-#include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adamw.h>
 
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <csignal>
 #include <filesystem>
-#include <fstream>
 #include <functional>
-#include <iostream>
+#include <optional>
 
 namespace torchclip {
 namespace fs = std::filesystem;
@@ -54,85 +53,35 @@ class SignalScope {
   struct sigaction old_int_ {}, old_term_ {};
 };
 
-data::CsvOptions csv_options(const DataCfg& d, bool with_label) {
-  data::CsvOptions o;
-  o.img_key(d.csv_img_key()).caption_key(d.csv_caption_key()).label_key(with_label ? d.csv_label_key() : "");
-  if (d.csv_separator() == "\\t") o.separator('\t');
-  else if (d.csv_separator().size() == 1) o.separator(d.csv_separator()[0]);
-  return o;
-}
-
-/// AdamW parameter groups as OpenCLIP: no weight decay for biases, norms, embeddings, logit_scale.
-std::vector<torch::optim::OptimizerParamGroup> param_groups(CLIP& model, const OptimCfg& o) {
-  std::vector<at::Tensor> decay, no_decay;
-  for (const auto& p : model->named_parameters()) {
-    const std::string& n = p.key();
-    const bool exclude = p.value().dim() < 2 || n.find("bn") != std::string::npos || n.find("ln") != std::string::npos ||
-                         n.find("bias") != std::string::npos || n.find("logit_scale") != std::string::npos ||
-                         n.find("embedding") != std::string::npos;
-    (exclude ? no_decay : decay).push_back(p.value());
+/// This process's place in the job. Data parallel when a launcher set WORLD_SIZE > 1; rank 0
+/// alone logs, evaluates and saves.
+struct Job {
+  dist::Env env;
+  std::shared_ptr<dist::Group> group;  // nullptr: one process
+  bool main_rank() const { return env.rank == 0; }
+  int64_t world() const { return env.world_size; }
+  /// Runs `fn` on rank 0 while the others wait for it without a collective timeout.
+  void on_rank0(const std::string& what, const std::function<void()>& fn) const {
+    if (group) group->run_on_rank0(what, fn);
+    else fn();
   }
-  auto opts = [&](double wd) {
-    return std::make_unique<torch::optim::AdamWOptions>(
-        torch::optim::AdamWOptions(o.lr()).betas({o.betas()[0], o.betas()[1]}).eps(o.eps()).weight_decay(wd));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, opts(o.weight_decay()));
-  groups.emplace_back(no_decay, opts(0.0));
-  return groups;
+};
+
+Job join_job(const TrainConfig& cfg) {
+  if (cfg.train().threads() > 0) at::set_num_threads(static_cast<int>(cfg.train().threads()));
+  Job job;
+  job.env = dist::Env::from_environment();
+  if (job.env.distributed())
+    job.group = dist::Group::init(job.env, dist::GroupOptions()
+                                               .backend(enum_name(cfg.dist().backend()))
+                                               .timeout_seconds(cfg.dist().timeout_seconds()));
+  return job;
 }
 
-std::string json_metrics(const std::map<std::string, double>& m) {
-  std::string s;
-  for (const auto& [k, v] : m) s += fmt::format(", \"{}\": {:.17g}", k, v);
-  return s;
-}
-
-/// Keeps metrics.jsonl lines of steps up to `step` (after a resume, later lines are redone).
-void truncate_metrics(const std::string& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::string kept;
-  for (std::string line; std::getline(in, line);) {
-    const size_t p = line.find("\"step\": ");
-    if (p != std::string::npos && std::stoll(line.substr(p + 8)) > step) continue;
-    kept += line + "\n";
-  }
-  write_file_atomic(path, kept);
-}
-
-}  // namespace
-
-double learning_rate(const ScheduleCfg& s, double base, int64_t step, int64_t total) {
-  if (step < s.warmup_steps()) return base * (step + 1) / s.warmup_steps();
-  if (s.name() == "const") return base;
-  if (s.name() == "const-cooldown") {
-    const int64_t start = total - s.cooldown_steps();
-    if (step < start || s.cooldown_steps() == 0) return base;
-    const double frac = static_cast<double>(step - start) / s.cooldown_steps();
-    return base + (s.min_lr() - base) * frac;
-  }
-  const int64_t e = step - s.warmup_steps(), es = std::max<int64_t>(1, total - s.warmup_steps());
-  return s.min_lr() + 0.5 * (1 + std::cos(M_PI * e / es)) * (base - s.min_lr());
-}
-
-TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
-  const LoopCfg& loop = cfg.train();
-  const DataCfg& dc = cfg.data();
-  if (loop.threads() > 0) at::set_num_threads(static_cast<int>(loop.threads()));
-  // Data parallel when a launcher set WORLD_SIZE > 1: rank 0 alone logs, evaluates and saves.
-  const dist::Env env = dist::Env::from_environment();
-  std::shared_ptr<dist::Group> group;
-  if (env.distributed())
-    group = dist::Group::init(
-        env, dist::GroupOptions().backend(cfg.dist().backend()).timeout_seconds(cfg.dist().timeout_seconds()));
-  const bool main_rank = env.rank == 0;
-  const int64_t world = env.world_size;
-  const bool progress = run.progress() && main_rank;
-  const fs::path out(run.out_dir()), ckpt_root = out / "checkpoints";
-  // Rank 0 picks the checkpoint to resume (or the reason not to start) and tells the others.
+/// Rank 0 picks the checkpoint to resume (or the reason not to start) and tells the others.
+std::optional<std::string> choose_checkpoint(const Job& job, const TrainRunOptions& run, const fs::path& ckpt_root) {
   std::string decision;  // "" fresh, "R:dir" resume, "E:message" error
-  if (main_rank) {
+  if (job.main_rank()) {
     fs::create_directories(ckpt_root);
     std::optional<std::string> from;
     if (run.resume() == "auto") from = latest_checkpoint(ckpt_root.string());
@@ -141,258 +90,252 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     else if (run.resume().empty() && latest_checkpoint(ckpt_root.string()))
       decision = fmt::format("E:{} already has checkpoints; use --resume auto to continue it or another --out", run.out_dir());
   }
-  if (group) decision = group->broadcast_string(decision, 0);
+  if (job.group) decision = job.group->broadcast_string(decision, 0);
   if (decision.rfind("E:", 0) == 0) throw std::runtime_error(decision.substr(2));
-  std::optional<std::string> resume_from;
-  if (decision.rfind("R:", 0) == 0) resume_from = decision.substr(2);
-  const std::string effective = to_yaml(cfg);
-  if (main_rank) {
-    if (!resume_from) {
-      fmt::print("starting training with:\n{}\n", effective);
-    } else {
-      fmt::print("resuming from {}\n", *resume_from);
-    }
-    if (group)
-      fmt::print("data parallel: {} ranks ({} backend, rendezvous {}:{}), global batch {}\n", world, group->backend(),
-                 env.master_addr, env.master_port, dc.batch_size() * loop.accum_steps() * world);
-    write_file_atomic((out / "train_config.yaml").string(), effective);
-  }
+  if (decision.rfind("R:", 0) == 0) return decision.substr(2);
+  return std::nullopt;
+}
 
-  // Every rank builds the same initial model (same seed, then rank 0's values broadcast), then
-  // seeds its own stream with seed + rank, as OpenCLIP does.
-  at::manual_seed(loop.seed());
+/// Every rank builds the same initial model (same seed, then rank 0's values broadcast), then
+/// seeds its own stream with seed + rank, as OpenCLIP does.
+CLIP build_model(const TrainConfig& cfg, const Job& job) {
+  at::manual_seed(cfg.train().seed());
   CLIP model(cfg.model());
   model->train();
-  if (group) {
+  if (job.group) {
     std::vector<at::Tensor> state;
     for (const auto& t : model->parameters()) state.push_back(t);
     for (const auto& t : model->buffers()) state.push_back(t);
-    dist::broadcast_from_rank0(*group, state);
-    at::manual_seed(loop.seed() + static_cast<uint64_t>(env.rank));
+    dist::broadcast_from_rank0(*job.group, state);
+    at::manual_seed(cfg.train().seed() + static_cast<uint64_t>(job.env.rank));
   }
+  return model;
+}
+
+data::CsvOptions csv_options(const DataCfg& d, bool with_label) {
+  data::CsvOptions o;
+  o.img_key(d.csv_img_key()).caption_key(d.csv_caption_key()).label_key(with_label ? d.csv_label_key() : "");
+  if (d.csv_separator() == "\\t") o.separator('\t');
+  else if (d.csv_separator().size() == 1) o.separator(d.csv_separator()[0]);
+  return o;
+}
+
+data::LoaderOptions train_loader_options(const TrainConfig& cfg, const Job& job) {
+  const DataCfg& d = cfg.data();
+  return data::LoaderOptions()
+      .batch_size(d.batch_size())
+      .workers(d.workers())
+      .seed(cfg.train().seed())
+      .shuffle_buffer(d.shuffle_buffer())
+      .rank(job.env.rank)
+      .world_size(job.world())
+      .context_length(cfg.model().text_cfg().context_length())
+      .max_consecutive_failures(d.max_consecutive_failures())
+      .transform(data::ImageTransformOptions()
+                     .image_size(cfg.model().vision_cfg().image_size())
+                     .train(true)
+                     .scale_min(d.scale()[0])
+                     .scale_max(d.scale()[1])
+                     .resize(d.resize()));
+}
+
+/// Optimizer steps of the run: train.steps, or train.epochs over a source of known size.
+int64_t total_steps(const TrainConfig& cfg, const data::SampleSource& source, int64_t world) {
+  const LoopCfg& loop = cfg.train();
+  if (loop.steps() > 0) return loop.steps();
+  const int64_t per_step = cfg.data().batch_size() * loop.accum_steps() * world;
+  TORCH_CHECK(source.size() > 0, "train.epochs needs a data source of known size; set train.steps for shards");
+  const int64_t total = loop.epochs() * (source.size() / per_step);
+  TORCH_CHECK(total > 0, "data.train has fewer samples than one step needs (", per_step, ")");
+  return total;
+}
+
+/// Zero-shot and retrieval evaluation on data.val (rank 0 only).
+struct Evaluation {
+  std::unique_ptr<data::Loader> loader;
+  std::vector<std::string> classes, templates;
+
+  static Evaluation make(const TrainConfig& cfg, std::shared_ptr<const Tokenizer> tokenizer, const Job& job) {
+    Evaluation e;
+    const DataCfg& d = cfg.data();
+    if (d.val().empty() || !job.main_rank()) return e;
+    e.loader = std::make_unique<data::Loader>(data::open_source(d.val(), csv_options(d, !d.classes().empty())),
+                                              std::move(tokenizer),
+                                              inference_loader_options(cfg.model(), 512, d.workers(), d.resize()));
+    if (!d.classes().empty()) {
+      e.classes = read_lines(d.classes());
+      e.templates = read_lines(d.templates());
+    }
+    return e;
+  }
+};
+
+/// The loader's position after a checkpoint of `saved` ranks, on `job`'s ranks.
+void restore_loader(data::Loader& loader, TrainerState& st, const Job& job) {
+  if (static_cast<int64_t>(st.loader_states.size()) == job.world()) {
+    loader.resume(data::LoaderState::from_string(st.loader_states[job.env.rank]));
+    return;
+  }
+  // Another world size splits the data differently, so positions within the epoch do not carry
+  // over: the interrupted epoch ends here and the next one starts on the new split.
+  ++st.epoch;
+  loader.start_epoch(st.epoch);
+  if (job.main_rank())
+    fmt::print("resuming {} rank(s) from a checkpoint of {}: the rest of epoch {} is skipped, epoch {} starts\n",
+               job.world(), st.loader_states.size(), st.epoch - 1, st.epoch);
+}
+
+std::string json_metrics(const std::map<std::string, double>& m) {
+  std::string s;
+  for (const auto& [k, v] : m) s += fmt::format(", \"{}\": {:.17g}", k, v);
+  return s;
+}
+
+}  // namespace
+
+TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
+  const LoopCfg& loop = cfg.train();
+  const DataCfg& dc = cfg.data();
+  const Job job = join_job(cfg);
+  const fs::path out(run.out_dir()), ckpt_root = out / "checkpoints";
+  const std::optional<std::string> resume_from = choose_checkpoint(job, run, ckpt_root);
+
+  // The effective config: printed, saved beside the run and in every checkpoint.
+  const std::string effective = to_yaml(cfg);
+  if (job.main_rank()) {
+    if (resume_from) fmt::print("resuming from {}\n", *resume_from);
+    else fmt::print("starting training with:\n{}\n", effective);
+    if (job.group)
+      fmt::print("data parallel: {} ranks ({} backend, rendezvous {}:{}), global batch {}\n", job.world(),
+                 job.group->backend(), job.env.master_addr, job.env.master_port,
+                 dc.batch_size() * loop.accum_steps() * job.world());
+    write_file_atomic((out / "train_config.yaml").string(), effective);
+  }
+
+  // Model, tokenizer, loss, optimizer and the shared training step.
+  CLIP model = build_model(cfg, job);
   auto tokenizer = load_tokenizer(cfg.tokenizer());
   TORCH_CHECK(tokenizer->vocab_size() <= cfg.model().text_cfg().vocab_size(), "the tokenizer has ",
               tokenizer->vocab_size(), " ids but the model's text_cfg.vocab_size is ", cfg.model().text_cfg().vocab_size());
   auto loss_fn = make_loss(cfg.loss());
-  if (group) loss_fn->set_distributed(std::make_shared<dist::GroupGather>(group), cfg.loss().distributed());
+  if (job.group) loss_fn->set_distributed(std::make_shared<dist::GroupGather>(job.group), cfg.loss().distributed());
   FusedAdamW optimizer(param_groups(model, cfg.optim()));
+  TrainStep step(model, loss_fn, optimizer,
+                 StepOptions()
+                     .precision(loop.precision())
+                     .grad_clip(loop.grad_clip())
+                     .group(job.group)
+                     .bucket_bytes(static_cast<int64_t>(cfg.dist().bucket_mb() * (1 << 20))));
 
+  // Data.
   auto source = data::open_source(dc.train(), csv_options(dc, false));
-  const int64_t S = cfg.model().vision_cfg().image_size(), ctx = cfg.model().text_cfg().context_length();
-  data::Loader loader(source, tokenizer,
-                      data::LoaderOptions()
-                          .batch_size(dc.batch_size())
-                          .workers(dc.workers())
-                          .seed(loop.seed())
-                          .shuffle_buffer(dc.shuffle_buffer())
-                          .rank(env.rank)
-                          .world_size(world)
-                          .context_length(ctx)
-                          .max_consecutive_failures(dc.max_consecutive_failures())
-                          .transform(data::ImageTransformOptions()
-                                         .image_size(S)
-                                         .train(true)
-                                         .scale_min(dc.scale()[0])
-                                         .scale_max(dc.scale()[1])
-                                         .resize(data::parse_resize_mode(dc.resize(), "data.resize"))));
-  int64_t total = loop.steps();
-  if (total == 0) {
-    TORCH_CHECK(source->size() > 0, "train.epochs needs a data source of known size; set train.steps for shards");
-    total = loop.epochs() * (source->size() / dc.batch_size() / loop.accum_steps() / world);
-    TORCH_CHECK(total > 0, "data.train has fewer samples than one step needs (", dc.batch_size() * loop.accum_steps() * world, ")");
-  }
+  data::Loader loader(source, tokenizer, train_loader_options(cfg, job));
+  const int64_t total = total_steps(cfg, *source, job.world());
+  Evaluation evaluation = Evaluation::make(cfg, tokenizer, job);
 
-  std::unique_ptr<data::Loader> val_loader;
-  std::vector<std::string> classes, templates;
-  if (!dc.val().empty() && main_rank) {
-    val_loader = std::make_unique<data::Loader>(
-        data::open_source(dc.val(), csv_options(dc, !dc.classes().empty())), tokenizer,
-        data::LoaderOptions().batch_size(512).workers(dc.workers()).shuffle(false).drop_last(false).context_length(ctx).transform(
-            data::ImageTransformOptions().image_size(S).resize(data::parse_resize_mode(dc.resize(), "data.resize"))));
-    if (!dc.classes().empty()) {
-      classes = read_lines(dc.classes());
-      templates = read_lines(dc.templates());
-    }
-  }
-
+  // Resume, or start.
   TrainerState st;
   if (resume_from) {
     st = load_checkpoint(*resume_from, model, optimizer);
-    if (static_cast<int64_t>(st.loader_states.size()) == world) {
-      loader.resume(data::LoaderState::from_string(st.loader_states[env.rank]));
-    } else {
-      // Another world size splits the data differently, so positions within the epoch do not
-      // carry over: the interrupted epoch ends here and the next one starts on the new split.
-      ++st.epoch;
-      loader.start_epoch(st.epoch);
-      if (main_rank)
-        fmt::print("resuming {} rank(s) from a checkpoint of {}: the rest of epoch {} is skipped, epoch {} starts\n", world,
-                   st.loader_states.size(), st.epoch - 1, st.epoch);
-    }
-    if (env.rank > 0) at::manual_seed(loop.seed() + static_cast<uint64_t>(env.rank) + static_cast<uint64_t>(st.step));
-    if (main_rank) truncate_metrics((out / "metrics.jsonl").string(), st.step);
+    restore_loader(loader, st, job);
+    if (job.env.rank > 0) at::manual_seed(loop.seed() + static_cast<uint64_t>(job.env.rank) + static_cast<uint64_t>(st.step));
   } else {
     loader.start_epoch(0);
-    if (main_rank) std::ofstream(out / "metrics.jsonl", std::ios::trunc);
   }
-  std::ofstream metrics;  // rank 0 only
-  if (main_rank) metrics.open(out / "metrics.jsonl", std::ios::app);
-  std::unique_ptr<dist::GradientAverager> averager;
-  if (group)
-    averager = std::make_unique<dist::GradientAverager>(group, model->parameters(),
-                                                        static_cast<int64_t>(cfg.dist().bucket_mb() * (1 << 20)));
+  std::optional<MetricsLog> metrics;  // rank 0 only
+  if (job.main_rank()) metrics.emplace((out / "metrics.jsonl").string(), resume_from ? st.step : -1);
 
   TrainRunResult result;
-  const bool bf16 = loop.precision() == "bf16";
-  const int64_t accum = loop.accum_steps();
-  auto params = model->parameters();
   SignalScope signals;
+  const bool progress = run.progress() && job.main_rank();
   Progress bar("train", total, "step");
   if (progress) bar.advance(st.step);
   double wait_before = loader.stats().wait_seconds;
-  auto next_batch = [&](data::Batch& b) {
-    while (!loader.next(b)) {
-      ++st.epoch;
-      loader.start_epoch(st.epoch);
+  auto next_batches = [&] {
+    std::vector<MicroBatch> micro(loop.accum_steps());
+    for (auto& m : micro) {
+      data::Batch b;
+      while (!loader.next(b)) loader.start_epoch(++st.epoch);
+      m = {b.images, b.texts};
     }
+    return micro;
   };
   auto run_eval = [&](const char* when) {
-    if (!val_loader) return std::map<std::string, double>{};
-    auto r = evaluate(model, *tokenizer, *val_loader, classes, templates, bf16, progress);
-    metrics << fmt::format("{{\"step\": {}, \"eval\": \"{}\"{}}}\n", st.step, when, json_metrics(r.metrics)) << std::flush;
+    if (!evaluation.loader) return std::map<std::string, double>{};
+    auto r = evaluate(model, *tokenizer, *evaluation.loader, evaluation.classes, evaluation.templates,
+                      loop.precision() == Precision::kBf16, progress);
+    metrics->write(fmt::format("{{\"step\": {}, \"eval\": \"{}\"{}}}", st.step, when, json_metrics(r.metrics)));
     std::string line = fmt::format("eval at step {}:", st.step);
     for (const char* k : {"zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1"})
       if (r.metrics.count(k)) line += fmt::format(" {} {:.4f}", k, r.metrics.at(k));
     fmt::print("{}\n", line);
     return r.metrics;
   };
-  // Work only rank 0 does; the others wait for it without a collective timeout.
-  auto on_rank0 = [&](const std::string& what, const std::function<void()>& fn) {
-    if (group) group->run_on_rank0(fmt::format("{} at step {}", what, st.step), fn);
-    else fn();
-  };
   auto checkpoint = [&] {
     const std::string mine = loader.state().to_string();
-    st.loader_states = group ? group->all_gather_strings(mine) : std::vector<std::string>{mine};
-    on_rank0("checkpoint", [&] {
+    st.loader_states = job.group ? job.group->all_gather_strings(mine) : std::vector<std::string>{mine};
+    job.on_rank0(fmt::format("checkpoint at step {}", st.step), [&] {
       result.checkpoint = save_checkpoint(ckpt_root.string(), model, optimizer, st, cfg.tokenizer(), effective,
                                           loop.keep_checkpoints());
     });
   };
 
+  // The loop: one shared step, then bookkeeping, logging, evaluation and checkpoints.
   const int64_t start_step = st.step;
+  int64_t bar_at = st.step;  // the step the progress bar shows
   while (st.step < total) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = learning_rate(cfg.schedule(), cfg.optim().lr(), st.step, total);
-    for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-    optimizer.zero_grad();
-    std::vector<data::Batch> micro(accum);
-    for (auto& b : micro) next_batch(b);
-    at::Tensor loss;
-    at::Tensor scale;
-    if (accum == 1) {
-      LossInput in;
-      {
-        AutocastGuard autocast(at::kCPU, bf16);
-        auto o = model->forward(micro[0].images, micro[0].texts);
-        in = {o.image_features.to(at::kFloat), o.text_features.to(at::kFloat), o.logit_scale, o.logit_bias};
-      }
-      loss = loss_fn->forward(in);
-      loss.backward();
-    } else {
-      // OpenCLIP's accumulation: features of every micro-batch without gradient, then for each
-      // micro-batch its features again with gradient, the loss over all of them, backward.
-      std::vector<at::Tensor> cached_img, cached_txt;
-      {
-        torch::NoGradGuard no_grad;
-        AutocastGuard autocast(at::kCPU, bf16);
-        for (auto& b : micro) {
-          auto o = model->forward(b.images, b.texts);
-          cached_img.push_back(o.image_features.to(at::kFloat));
-          cached_txt.push_back(o.text_features.to(at::kFloat));
-        }
-      }
-      for (int64_t j = 0; j < accum; ++j) {
-        LossInput in;
-        {
-          AutocastGuard autocast(at::kCPU, bf16);
-          auto o = model->forward(micro[j].images, micro[j].texts);
-          auto imgs = cached_img, txts = cached_txt;
-          imgs[j] = o.image_features.to(at::kFloat);
-          txts[j] = o.text_features.to(at::kFloat);
-          in = {at::cat(imgs), at::cat(txts), o.logit_scale, o.logit_bias};
-        }
-        loss = loss_fn->forward(in);
-        loss.backward();
-      }
-    }
-    // Across ranks: gradients averaged; the logged loss is the mean of the ranks' losses, and a
-    // signal on any rank stops all of them at the same step.
-    double loss_value = loss.item<double>();
-    bool signalled = g_signal != 0;
-    if (group) {
-      averager->average();
-      std::vector<at::Tensor> v{at::tensor({loss_value, signalled ? 1.0 : 0.0}, at::kDouble)};
-      group->all_reduce_sum(v);
-      loss_value = v[0][0].item<double>() / static_cast<double>(world);
-      signalled = v[0][1].item<double>() > 0;
-    }
-    // A non-finite loss or gradient leaves parameters, optimizer and schedule untouched.
-    at::Tensor norm = at::zeros({}, at::kDouble);
-    for (const auto& p : params)
-      if (p.grad().defined()) norm += p.grad().to(at::kDouble).pow(2).sum();
-    const double grad_norm = std::sqrt(norm.item<double>());
-    if (!std::isfinite(loss_value) || !std::isfinite(grad_norm)) {
+    const StepResult r = step.run(next_batches(), lr, g_signal != 0);
+    if (!r.applied) {
       ++st.nonfinite_total;
+      if (metrics) metrics->write(fmt::format("{{\"step\": {}, \"skipped\": \"non-finite\", \"loss\": \"{}\"}}", st.step, r.loss));
       if (++st.nonfinite_in_row >= loop.max_nonfinite_steps()) {
         throw std::runtime_error(fmt::format(
             "training stopped: {} steps in a row had a non-finite loss or gradient (last: loss {}, gradient norm {} at "
             "step {}); lower optim.lr, set train.grad_clip, or try precision fp32",
-            st.nonfinite_in_row, loss_value, grad_norm, st.step));
+            st.nonfinite_in_row, r.loss, r.grad_norm, st.step));
       }
-      if (main_rank)
-        metrics << fmt::format("{{\"step\": {}, \"skipped\": \"non-finite\", \"loss\": \"{}\"}}\n", st.step, loss_value);
-      optimizer.zero_grad();
       continue;
     }
     st.nonfinite_in_row = 0;
-    if (loop.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(params, loop.grad_clip());
-    optimizer.step();
-    model->clamp_logit_scale();
     ++st.step;
-    st.samples_seen += dc.batch_size() * accum * world;
-    if (group && cfg.dist().check_every() > 0 && st.step % cfg.dist().check_every() == 0)
-      dist::check_identical(*group, params, fmt::format("parameters after step {}", st.step));
+    st.samples_seen += dc.batch_size() * loop.accum_steps() * job.world();
+    if (job.group && cfg.dist().check_every() > 0 && st.step % cfg.dist().check_every() == 0)
+      dist::check_identical(*job.group, model->parameters(), fmt::format("parameters after step {}", st.step));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     st.train_seconds += dt;
     const double waited = loader.stats().wait_seconds - wait_before;
     wait_before = loader.stats().wait_seconds;
-    const double samples_per_second = dc.batch_size() * accum * world / dt;  // the whole job's
-    if (main_rank)
-      metrics << fmt::format(
-          "{{\"step\": {}, \"epoch\": {}, \"loss\": {:.17g}, \"lr\": {:.17g}, \"logit_scale\": {:.9g}, \"grad_norm\": {:.9g}, "
-          "\"samples_per_second\": {:.3f}, \"data_wait\": {:.4f}, \"time\": {:.3f}}}\n",
-          st.step, st.epoch, loss_value, lr, model->logit_scale.exp().item<double>(), grad_norm, samples_per_second,
-          dt > 0 ? waited / dt : 0.0, st.train_seconds);
-    if (progress)
-      bar.advance(1, fmt::format("loss {:.4f} lr {:.2e} {:.0f} samples/s data wait {:.0f}%", loss_value, lr,
-                                 samples_per_second, 100 * (dt > 0 ? waited / dt : 0.0)));
+    if (st.step % loop.log_every() == 0 || st.step == total) {
+      const double samples_per_second = dc.batch_size() * loop.accum_steps() * job.world() / dt;  // the whole job's
+      const double wait_share = dt > 0 ? waited / dt : 0.0;
+      if (metrics)
+        metrics->write(fmt::format(
+            "{{\"step\": {}, \"epoch\": {}, \"loss\": {:.17g}, \"lr\": {:.17g}, \"logit_scale\": {:.9g}, \"grad_norm\": "
+            "{:.9g}, \"samples_per_second\": {:.3f}, \"data_wait\": {:.4f}, \"time\": {:.3f}}}",
+            st.step, st.epoch, r.loss, lr, model->logit_scale.exp().item<double>(), r.grad_norm, samples_per_second,
+            wait_share, st.train_seconds));
+      if (progress)
+        bar.advance(st.step - bar_at, fmt::format("loss {:.4f} lr {:.2e} {:.0f} samples/s data wait {:.0f}%", r.loss, lr,
+                                                  samples_per_second, 100 * wait_share));
+      bar_at = st.step;
+    }
     if (loop.eval_every() > 0 && st.step % loop.eval_every() == 0 && st.step < total)
-      on_rank0("evaluation", [&] { run_eval("periodic"); });
-    const bool stop = signalled || (run.stop_after() > 0 && st.step - start_step >= run.stop_after());
+      job.on_rank0(fmt::format("evaluation at step {}", st.step), [&] { run_eval("periodic"); });
+    const bool stop = r.stop || (run.stop_after() > 0 && st.step - start_step >= run.stop_after());
     if ((loop.checkpoint_every() > 0 && st.step % loop.checkpoint_every() == 0) || stop || st.step == total) checkpoint();
     if (stop) {
-      result.interrupted = signalled;
-      if (result.interrupted && main_rank) fmt::print(stderr, "\nsignal: checkpoint saved at step {}\n", st.step);
+      result.interrupted = r.stop;
+      if (result.interrupted && job.main_rank()) fmt::print(stderr, "\nsignal: checkpoint saved at step {}\n", st.step);
       break;
     }
   }
   if (progress) bar.finish();
-  if (main_rank) metrics.flush();
   result.steps = st.step;
   result.train_seconds = st.train_seconds;
   result.nonfinite_steps = st.nonfinite_total;
-  if (st.step == total && !result.interrupted && main_rank) {
+  if (st.step == total && !result.interrupted && job.main_rank()) {
     result.eval = run_eval("final");
     plot_metrics((out / "metrics.jsonl").string(), (out / "plot.png").string());
   }

@@ -1,7 +1,9 @@
 // `torchclip train`: the pretraining loop as a library function, so tests call it directly.
 #pragma once
 
-#include "train/train_config.h"
+#include "config/train_config.h"
+
+#include <torch/arg.h>
 
 #include <map>
 #include <string>
@@ -26,10 +28,6 @@ struct TrainRunResult {
   double train_seconds = 0;           // time in training steps (no evaluation or checkpoints)
   int64_t nonfinite_steps = 0;
 };
-
-/// Learning rate at `step` of `total`: linear warmup base*(step+1)/warmup, then cosine to
-/// min_lr, constant, or constant with a linear cooldown over the last cooldown_steps.
-double learning_rate(const ScheduleCfg& s, double base, int64_t step, int64_t total);
 
 /// Trains; writes out_dir/{train_config.yaml, metrics.jsonl, plot.png, checkpoints/step-N/}.
 /// Throws on bad configuration or data, and after max_nonfinite_steps non-finite steps in a row.

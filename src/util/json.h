@@ -1,8 +1,11 @@
-// The one JSON string quoter for everything torchclip writes as JSON (reports, safetensors
-// headers, tool output): quotes, backslashes and control characters are escaped.
+// JSON helpers: the one string quoter for everything torchclip writes as JSON (reports,
+// safetensors headers, tool output), and the one reader of the flat one-line objects it reads
+// back (metrics.jsonl, benchmark peers' reports).
 #pragma once
 
 #include <cstdio>
+#include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -26,11 +29,27 @@ inline std::string json_quote(std::string_view s) {
   return out + "\"";
 }
 
-/// The number after `"key":` in a flat JSON object (the one-line reports our benchmark peers
-/// print); 0 when the key is absent.
-inline double json_number(const std::string& json, const std::string& key) {
-  const size_t p = json.find("\"" + key + "\":");
-  return p == std::string::npos ? 0.0 : std::stod(json.substr(p + key.size() + 3));
+/// The one reader of the flat, one-line JSON objects torchclip itself writes (metrics.jsonl
+/// lines) or its benchmark peers print: the number after `"key":` (spaces allowed around the
+/// colon). nullopt when the key is absent or its value is not a number (a string, a partial line).
+inline std::optional<double> json_find_number(std::string_view json, std::string_view key) {
+  const std::string quoted = "\"" + std::string(key) + "\"";
+  for (size_t p = json.find(quoted); p != std::string_view::npos; p = json.find(quoted, p + 1)) {
+    size_t i = p + quoted.size();
+    while (i < json.size() && json[i] == ' ') ++i;
+    if (i >= json.size() || json[i] != ':') continue;  // the text of a value, not a key
+    ++i;
+    while (i < json.size() && json[i] == ' ') ++i;
+    const std::string rest(json.substr(i, 40));
+    char* end = nullptr;
+    const double v = std::strtod(rest.c_str(), &end);
+    if (end == rest.c_str()) return std::nullopt;
+    return v;
+  }
+  return std::nullopt;
 }
+
+/// json_find_number, 0 when absent.
+inline double json_number(std::string_view json, std::string_view key) { return json_find_number(json, key).value_or(0.0); }
 
 }  // namespace torchclip

@@ -3,7 +3,9 @@
 
 For every configs/models/*.yaml it creates the model with open_clip (random init, no download),
 and records the parameter counts (total, visual, text), every state_dict name with its shape,
-and the forward FLOPs of one image and one text sequence as torch.utils.flop_counter counts them.
+the forward FLOPs of one image and one text sequence as torch.utils.flop_counter counts them, and
+the parameters open_clip's training exempts from weight decay (its own rule, read from
+open_clip_train/main.py).
 The C++ golden test compares torchclip's models against this file.
 
 Usage: python3 tests/golden/make_golden.py [--out FILE] [--check FILE]
@@ -21,6 +23,24 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def openclip_weight_decay_exclude():
+    """The `exclude = lambda n, p: ...` of open_clip_train/main.py, taken from its source (importing
+    that module needs webdataset and braceexpand, which are not installed)."""
+    import ast
+    import importlib.util
+    path = os.path.join(os.path.dirname(importlib.util.find_spec('open_clip_train').origin), 'main.py')
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda)
+                and any(isinstance(t, ast.Name) and t.id == 'exclude' for t in node.targets)):
+            return eval(compile(ast.Expression(node.value), path, 'eval'))
+    sys.exit(f'{path}: no `exclude = lambda n, p: ...` (the weight-decay rule) found')
+
+
+EXCLUDE = openclip_weight_decay_exclude()
 
 
 def build(cfg):
@@ -61,6 +81,7 @@ def describe(cfg):
         'image_flops': image_flops,
         'text_flops': text_flops,
         'state_dict': {k: list(v.shape) for k, v in sorted(model.state_dict().items())},
+        'no_weight_decay': sorted(n for n, p in named.items() if EXCLUDE(n, p)),
     }
 
 

@@ -1,7 +1,7 @@
 // OpenCLIP interoperability: open_clip checkpoints (safetensors) into torchclip model folders.
 #pragma once
 
-#include "config.h"
+#include "config/model_config.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -9,8 +9,9 @@
 
 namespace torchclip {
 
-/// An open_clip model config: a JSON/YAML path, one of configs/models/, or the installed
-/// open_clip's model_configs/NAME.json (found through python3). Throws naming what was tried.
+/// An open_clip model config: a JSON/YAML path (open_clip's model_configs/NAME.json) or one of
+/// configs/models/. No Python runs: pass the path of an open_clip JSON that is not shipped here.
+/// Throws naming what was tried.
 ModelConfig openclip_model_config(const std::string& name_or_path);
 
 /// Reads open_clip weights (safetensors, open_clip's state-dict names) for `config`, adapts the

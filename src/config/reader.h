@@ -1,15 +1,18 @@
-// The YAML reader behind every config parser (config.cpp, train_config.cpp): typed reads that
-// know the file, the line and the dotted key, and reject keys nobody read. Internal to the
-// config parsers; everything else uses the typed structs.
+// The YAML reader behind every config parser: typed reads that know the file, the line and the
+// dotted key, and reject keys nobody read; ReadVisitor walks a schema (config/schema.h) with it.
+// Internal to src/config/; everything else uses the typed structs.
 #pragma once
 
-#include "config.h"
+#include "config/enums.h"
+#include "config/model_config.h"
+#include "config/schema.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <array>
 #include <optional>
 #include <set>
 #include <string>
@@ -46,6 +49,21 @@ class Reader {
     seen_.insert(key);
     YAML::Node n = node_[key];
     if (n) out = convert<T>(n, key);
+  }
+
+  /// A number that must lie in `bound` (checked when the key is present).
+  template <typename T>
+  void get(const std::string& key, T& out, const Bound& bound) {
+    get(key, out);
+    if (!node_[key]) return;
+    double v = 0;
+    if constexpr (std::is_same_v<T, std::optional<double>>) {
+      if (!out) return;
+      v = *out;
+    } else {
+      v = static_cast<double>(out);
+    }
+    if (!bound.contains(v)) fail(node_[key], fmt::format("{}, got {}", bound.describe(), v), key);
   }
 
   /// A string restricted to `choices`.
@@ -112,6 +130,19 @@ class Reader {
     } else if constexpr (std::is_same_v<T, std::optional<double>>) {
       if (n.IsNull()) return std::nullopt;
       return scalar<double>(n, key, "a number or null");
+    } else if constexpr (std::is_same_v<T, std::array<double, 2>>) {
+      if (!n.IsSequence() || n.size() != 2) fail(n, "expected a list of two numbers", key);
+      return {scalar<double>(n[0], key, "a list of two numbers"), scalar<double>(n[1], key, "a list of two numbers")};
+    } else if constexpr (std::is_enum_v<T>) {
+      const std::string name = scalar<std::string>(n, key, "a string");
+      T out{};
+      if (!try_parse_enum(name, out))
+        fail(n, fmt::format("\"{}\" is not one of: {}", name, fmt::join(EnumNames<T>::get(), ", ")), key);
+      return out;
+    } else if constexpr (std::is_same_v<T, uint64_t>) {
+      const int64_t v = scalar<int64_t>(n, key, "a non-negative integer");
+      if (v < 0) fail(n, fmt::format("expected a non-negative integer, got {}", v), key);
+      return static_cast<uint64_t>(v);
     } else if constexpr (std::is_same_v<T, int64_t>) {
       return scalar<int64_t>(n, key, "an integer");
     } else if constexpr (std::is_same_v<T, double>) {
@@ -138,6 +169,44 @@ class Reader {
   std::string source_;
   std::string path_;
   std::set<std::string> seen_;
+};
+
+/// A constraint between keys failed: "SOURCE: KEY: MESSAGE".
+[[noreturn]] inline void invalid(const std::string& source, const std::string& key, const std::string& msg) {
+  throw ConfigError(fmt::format("{}: {}: {}", source, key, msg));
+}
+
+/// Walks a schema (config/schema.h), reading each key into its member.
+class ReadVisitor {
+ public:
+  static constexpr bool kReading = true;
+  explicit ReadVisitor(Reader& r) : r_(r) {}
+
+  template <typename T>
+  void field(const std::string& key, T& out) { r_.get(key, out); }
+  template <typename T>
+  void field(const std::string& key, T& out, const Bound& bound) { r_.get(key, out, bound); }
+  /// A key that may be null, which leaves the default.
+  template <typename T>
+  void nullable_field(const std::string& key, T& out) {
+    if (r_.has(key) && r_.node()[key].IsNull()) r_.ignore({key.c_str()});
+    else r_.get(key, out);
+  }
+  void choice(const std::string& key, std::string& out, const std::vector<std::string>& choices) {
+    r_.get_choice(key, out, choices);
+  }
+  template <typename S>
+  void child(const std::string& key, S& out) {
+    Reader sub = r_.child(key);
+    ReadVisitor v(sub);
+    visit_fields(v, out);
+    sub.finish();
+  }
+  void inert(const std::string& key, const std::string& value, const std::string& what) { r_.inert(key, value, what); }
+  void ignore(std::initializer_list<const char*> keys) { r_.ignore(keys); }
+
+ private:
+  Reader& r_;
 };
 
 /// Loads a YAML file, turning I/O and syntax errors into ConfigError naming the file and line.

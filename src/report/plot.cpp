@@ -1,4 +1,6 @@
-#include "train/plot.h"
+#include "report/plot.h"
+
+#include "util/json.h"
 
 #include <fmt/format.h>
 #include <opencv2/imgcodecs.hpp>
@@ -17,12 +19,9 @@ namespace {
 using Series = std::vector<std::pair<double, double>>;
 
 bool number(const std::string& line, const std::string& key, double& out) {
-  const size_t p = line.find("\"" + key + "\": ");
-  if (p == std::string::npos) return false;
-  const size_t start = p + key.size() + 4;
-  if (start >= line.size() || line[start] == '"') return false;
-  out = std::stod(line.substr(start));
-  return true;
+  const auto v = json_find_number(line, key);
+  if (v) out = *v;
+  return v.has_value();
 }
 
 void panel(cv::Mat& img, cv::Rect area, const std::string& title, const std::vector<std::pair<std::string, Series>>& series,

@@ -3,7 +3,7 @@
 // labels top-1/top-5, per-class accuracy and a confusion matrix (CSV and PNG heatmap).
 #pragma once
 
-#include "train/checkpoint.h"
+#include "model/model_dir.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -15,6 +15,10 @@ namespace torchclip {
 /// OpenAI's 80 ImageNet prompt templates ("{}" is the class), as open_clip's
 /// OPENAI_IMAGENET_TEMPLATES; the golden test checks the list against open_clip.
 const std::vector<std::string>& openai_imagenet_templates();
+
+/// Normalised classifier weights [E, C] from class names and templates ("{}" is replaced).
+at::Tensor zero_shot_classifier(CLIP& model, const Tokenizer& tokenizer, const std::vector<std::string>& classes,
+                                const std::vector<std::string>& templates, int64_t context_length);
 
 struct ZeroShotClassifier {
   at::Tensor weights;  // [E, C] normalised, templates averaged per class
@@ -43,13 +47,5 @@ struct ZeroShotReport {
 
 /// probs [N, C] and labels [N] (-1: unlabelled, skipped).
 ZeroShotReport zero_shot_report(const at::Tensor& probs, const std::vector<int64_t>& labels);
-
-/// `s` as one CSV field: quoted (quotes doubled) when it holds a comma, quote or line break.
-std::string csv_field(const std::string& s);
-
-/// The confusion matrix as CSV (header row of predicted classes, one row per true class).
-void write_confusion_csv(const ZeroShotReport& r, const std::vector<std::string>& classes, const std::string& path);
-/// A heatmap of the row-normalised confusion matrix with class names and counts.
-void write_confusion_png(const ZeroShotReport& r, const std::vector<std::string>& classes, const std::string& path);
 
 }  // namespace torchclip

@@ -1,7 +1,10 @@
-// One config schema, one parser: every YAML file torchclip reads is turned into these typed
-// structs here, and nowhere else. Field names are OpenCLIP's (model_configs/*.json), so a user can
+// Model configs. Every YAML file torchclip reads is turned into typed structs by the config
+// module (src/config/) and nowhere else; the keys of each struct are listed once, in
+// config/schema.h, for the reader and the emitter (config/emit.h) alike. Field names are OpenCLIP's (model_configs/*.json), so a user can
 // read an OpenCLIP config and ours side by side.
 #pragma once
+
+#include "config/enums.h"
 
 #include <torch/arg.h>
 
@@ -38,8 +41,8 @@ struct VisionCfg {
   TORCH_ARG(std::optional<double>, ls_init_value) = std::nullopt;
   TORCH_ARG(double, patch_dropout) = 0.0;
   TORCH_ARG(bool, no_ln_pre) = false;
-  /// "tok" (class token), "avg" (mean of patch tokens) or "none".
-  TORCH_ARG(std::string, pool_type) = "tok";
+  /// Class token or the mean of the patch tokens.
+  TORCH_ARG(VisionPool, pool_type) = VisionPool::kTok;
   TORCH_ARG(bool, final_ln_after_pool) = false;
 
  public:
@@ -61,14 +64,13 @@ struct TextCfg {
   /// Used by pool_type "eos" only; must match the tokenizer's end-of-text id.
   TORCH_ARG(int64_t, eos_id) = 2;
   TORCH_ARG(bool, no_causal_mask) = false;
-  /// "argmax" (position of the largest id: CLIP's EOT), "eos", "first", "last".
-  TORCH_ARG(std::string, pool_type) = "argmax";
+  /// argmax (position of the largest id: CLIP's EOT), eos, first, last.
+  TORCH_ARG(TextPool, pool_type) = TextPool::kArgmax;
   TORCH_ARG(bool, proj_bias) = false;
-  /// "linear" or "none".
-  TORCH_ARG(std::string, proj_type) = "linear";
-  /// torchclip extension: "learnable" (OpenCLIP) or "sinusoidal" (Vaswani et al. 2017, fixed,
+  TORCH_ARG(TextProj, proj_type) = TextProj::kLinear;
+  /// torchclip extension: learnable (OpenCLIP) or sinusoidal (Vaswani et al. 2017, fixed,
   /// not saved in the state dict).
-  TORCH_ARG(std::string, pos_embed_type) = "learnable";
+  TORCH_ARG(PosEmbed, pos_embed_type) = PosEmbed::kLearnable;
 };
 
 /// A CLIP model: OpenCLIP's top-level config fields.
@@ -95,9 +97,6 @@ ModelConfig parse_model_config(const YAML::Node& node, const std::string& source
 
 /// Checks cross-field constraints (divisibility, ranges, choices). Throws ConfigError.
 void validate(const ModelConfig& cfg);
-
-/// The YAML text of a config, with every field written out (the "effective config").
-std::string to_yaml(const ModelConfig& cfg);
 
 /// The names of the model configs shipped in configs/models/, sorted.
 std::vector<std::string> model_config_names();

@@ -1,6 +1,9 @@
-// Options of the pluggable losses. Parsed from YAML in config.cpp (the one parser); built into
-// modules by make_loss() in loss.h. Kept free of heavy torch headers so config.cpp stays light.
+// Options of the pluggable losses: parsed from a `loss:` mapping by the config module (keys in
+// config/schema.h), built into modules by make_loss() in loss/loss.h. Free of heavy torch
+// headers so the config code stays light.
 #pragma once
+
+#include "config/enums.h"
 
 #include <torch/arg.h>
 
@@ -29,8 +32,7 @@ struct ClipLossOptions {};
 /// `infonce`: InfoNCE (van den Oord et al. 2018) with a choice of directions, temperature and
 /// extra negatives.
 struct InfoNCELossOptions {
-  /// "both", "image_to_text" or "text_to_image".
-  TORCH_ARG(std::string, direction) = "both";
+  TORCH_ARG(Direction, direction) = Direction::kBoth;
   /// A fixed temperature tau (logits = sim / tau). Unset: the model's learned logit_scale.
   TORCH_ARG(std::optional<double>, temperature) = std::nullopt;
 };
@@ -39,16 +41,16 @@ struct InfoNCELossOptions {
 /// in-batch negatives.
 struct ContrastiveLossOptions {
   TORCH_ARG(double, margin) = 0.5;
-  /// "cosine" (1 - cos) or "euclidean" (L2 between the normalised features).
-  TORCH_ARG(std::string, distance) = "cosine";
+  /// cosine (1 - cos) or euclidean (L2 between the normalised features).
+  TORCH_ARG(Distance, distance) = Distance::kCosine;
 };
 
 /// `triplet`: margin loss with in-batch negative mining, image->text and text->image averaged.
 struct TripletLossOptions {
   TORCH_ARG(double, margin) = 0.2;
-  TORCH_ARG(std::string, distance) = "cosine";
-  /// "hardest" (VSE++), "semi-hard" (FaceNet) or "all".
-  TORCH_ARG(std::string, mining) = "hardest";
+  TORCH_ARG(Distance, distance) = Distance::kCosine;
+  /// hardest (VSE++), semi-hard (FaceNet) or all.
+  TORCH_ARG(Mining, mining) = Mining::kHardest;
 };
 
 /// `siglip`: pairwise sigmoid loss (Zhai et al. 2023) with the model's logit_bias.
@@ -66,6 +68,9 @@ struct LossConfig {
 
 /// The registered loss names, in a fixed order: clip, infonce, contrastive, triplet, siglip.
 const std::vector<std::string>& loss_names();
+
+/// Default options of the loss called `name` (one of loss_names()).
+LossOptions default_loss_options(const std::string& name);
 
 /// Parses a `loss:` mapping ({name: ..., <hyperparameters>}). Throws ConfigError.
 LossConfig parse_loss_config(const YAML::Node& node, const std::string& source);

@@ -1,8 +1,8 @@
-#include "train/convert.h"
+#include "interop/openclip.h"
 
 #include "io/fsutil.h"
 #include "io/safetensors.h"
-#include "train/checkpoint.h"
+#include "model/model_dir.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -16,18 +16,6 @@
 namespace torchclip {
 namespace fs = std::filesystem;
 
-namespace {
-
-std::string installed_openclip_configs() {
-  int status = 0;
-  std::string out = run_command("python3 -c 'import open_clip,os;print(os.path.dirname(open_clip.__file__))' 2>/dev/null", status);
-  if (status != 0) return "";
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
-  return out.empty() ? "" : out + "/model_configs";
-}
-
-}  // namespace
-
 ModelConfig openclip_model_config(const std::string& name) {
   if (fs::is_regular_file(name)) {
     try {
@@ -38,11 +26,10 @@ ModelConfig openclip_model_config(const std::string& name) {
   }
   const auto ours = model_config_names();
   if (std::find(ours.begin(), ours.end(), name) != ours.end()) return load_model_config(name);
-  const std::string dir = installed_openclip_configs();
-  const fs::path json = fs::path(dir) / (name + ".json");
-  if (!dir.empty() && fs::is_regular_file(json)) return parse_model_config(YAML::LoadFile(json.string()), json.string());
-  throw ConfigError(fmt::format("open_clip config '{}' is not a file, not in configs/models/, and not in {}", name,
-                                dir.empty() ? "an installed open_clip (python3 cannot import open_clip)" : dir));
+  throw ConfigError(fmt::format(
+      "open_clip config '{}' is neither a file nor one of configs/models/ ({}); for another open_clip model pass the "
+      "path of its model_configs/{}.json",
+      name, fmt::join(ours, ", "), name));
 }
 
 at::Tensor resize_pos_embed(const at::Tensor& pos, int64_t n) {
@@ -84,7 +71,7 @@ void convert_openclip(const ModelConfig& config_in, const std::string& weights, 
 std::string openclip_config_json(const ModelConfig& c) {
   const VisionCfg& v = c.vision_cfg();
   const TextCfg& t = c.text_cfg();
-  if (t.pos_embed_type() != "learnable")
+  if (t.pos_embed_type() != PosEmbed::kLearnable)
     throw std::runtime_error("text_cfg.pos_embed_type 'sinusoidal' is a torchclip extension open_clip cannot load");
   auto opt = [](const std::optional<double>& x) { return x ? fmt::format("{}", *x) : std::string("null"); };
   std::string layers = v.is_resnet() ? fmt::format("[{}]", fmt::join(v.layers(), ", ")) : std::to_string(v.layers()[0]);
@@ -97,13 +84,13 @@ std::string openclip_config_json(const ModelConfig& c) {
       "\"image_size\": {}, \"ls_init_value\": {}, \"patch_dropout\": {}, \"no_ln_pre\": {}, \"pool_type\": \"{}\", "
       "\"final_ln_after_pool\": {}}},\n",
       layers, v.width(), v.head_width(), v.mlp_ratio(), v.is_resnet() ? std::string("null") : std::to_string(v.patch_size()),
-      v.image_size(), opt(v.ls_init_value()), v.patch_dropout(), v.no_ln_pre(), v.pool_type(), v.final_ln_after_pool());
+      v.image_size(), opt(v.ls_init_value()), v.patch_dropout(), v.no_ln_pre(), enum_name(v.pool_type()), v.final_ln_after_pool());
   out += fmt::format(
       "  \"text_cfg\": {{\"context_length\": {}, \"vocab_size\": {}, \"width\": {}, \"heads\": {}, \"layers\": {}, "
       "\"mlp_ratio\": {}, \"ls_init_value\": {}, \"pad_id\": {}, \"eos_id\": {}, \"no_causal_mask\": {}, "
       "\"pool_type\": \"{}\", \"proj_bias\": {}, \"proj_type\": \"{}\"}}\n}}\n",
       t.context_length(), t.vocab_size(), t.width(), t.heads(), t.layers(), t.mlp_ratio(), opt(t.ls_init_value()),
-      t.pad_id(), t.eos_id(), t.no_causal_mask(), t.pool_type(), t.proj_bias(), t.proj_type());
+      t.pad_id(), t.eos_id(), t.no_causal_mask(), enum_name(t.pool_type()), t.proj_bias(), enum_name(t.proj_type()));
   return out;
 }
 

@@ -1,6 +1,6 @@
 // c10d process groups (see dist.h). The Gloo headers come from Debian's libgloo-dev: torch's
 // ProcessGroupGloo holds gloo objects only through pointers, so the declarations are all it needs.
-#include "dist/dist.h"
+#include "distributed/dist.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>

@@ -1,12 +1,14 @@
 // Image indexes for retrieval (`torchclip index` / `torchclip search`): normalised image
 // embeddings (fp16 or fp32) with their paths, file sizes and times, and the fingerprint of the
 // model that made them, in one safetensors file that is memory-mapped when searched. Updating an
-// index embeds only new or changed files and prunes vanished ones. Search is exact: a fused
-// fp16/fp32 dot-product scan over row blocks, in parallel, keeping a top-k per query.
+// index embeds only new or changed files and prunes vanished ones. Search is exact
+// (search/scan.h).
 #pragma once
 
+#include "config/enums.h"
 #include "data/source.h"
-#include "train/checkpoint.h"
+#include "model/model_dir.h"
+#include "search/scan.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -33,7 +35,7 @@ struct IndexOptions {
   TORCH_ARG(std::string, dtype) = "fp16";  // fp16 or fp32
   TORCH_ARG(int64_t, batch_size) = 64;
   TORCH_ARG(int64_t, workers) = 2;
-  TORCH_ARG(std::string, resize) = "pil";
+  TORCH_ARG(ResizeMode, resize) = ResizeMode::kPil;
   TORCH_ARG(bool, progress) = true;
   // After the build, re-time the model alone on one already-decoded batch (no I/O, no decoding),
   // so the report can say how close the build came to the model's own embedding speed.
@@ -58,23 +60,9 @@ struct IndexReport {
 IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, const std::string& data,
                         const data::CsvOptions& csv, const std::string& out, const IndexOptions& options);
 
-struct SearchHit {
-  int64_t row = 0;
-  float score = 0;
-};
-
-/// Exact top-k rows of `embeddings` [N, E] (half or float) for each of `queries` [Q, E] (float),
-/// best first. Scans rows in parallel blocks without converting the matrix.
-std::vector<std::vector<SearchHit>> search_index(const at::Tensor& embeddings, const at::Tensor& queries, int64_t k);
-
 /// The normalised text embeddings [Q, E] of `texts`.
 at::Tensor embed_texts(LoadedModel& m, const std::vector<std::string>& texts);
 /// The normalised embedding [1, E] of one image file (eval transform). Throws naming the file.
-at::Tensor embed_image_file(LoadedModel& m, const std::string& path, const std::string& resize = "pil");
-
-/// A self-contained HTML page (thumbnails inlined as JPEG data URIs) of each query's results.
-/// `body[data-loaded]` becomes "loaded/total" once the page has loaded, for browser checks.
-void write_gallery(const std::vector<std::string>& queries, const std::vector<std::vector<std::string>>& paths,
-                   const std::vector<std::vector<float>>& scores, const std::string& html_path);
+at::Tensor embed_image_file(LoadedModel& m, const std::string& path, ResizeMode resize = ResizeMode::kPil);
 
 }  // namespace torchclip

@@ -1,9 +1,10 @@
 // The training configuration (configs/train/*.yaml): model, data, loss, optimiser, schedule and
-// loop settings, parsed by the same reader as model configs and printed back in full.
+// loop settings. Keys, types and ranges are listed once in config/schema.h; the same list reads
+// the YAML and writes the effective config back (config/emit.h).
 #pragma once
 
-#include "config.h"
-#include "loss/loss_options.h"
+#include "config/loss_config.h"
+#include "config/model_config.h"
 
 #include <torch/arg.h>
 
@@ -31,8 +32,8 @@ struct DataCfg {
   TORCH_ARG(int64_t, workers) = 2;
   TORCH_ARG(int64_t, shuffle_buffer) = 1000;
   TORCH_ARG(Pair, scale) = {0.9, 1.0};
-  /// Image resizing: "pil" (Pillow's bicubic, byte-exact with open_clip) or "fast" (OpenCV).
-  TORCH_ARG(std::string, resize) = "pil";
+  /// Image resizing: pil (Pillow's bicubic, byte-exact with open_clip) or fast (OpenCV).
+  TORCH_ARG(ResizeMode, resize) = ResizeMode::kPil;
   TORCH_ARG(int64_t, max_consecutive_failures) = 100;
 };
 
@@ -44,8 +45,7 @@ struct OptimCfg {
 };
 
 struct ScheduleCfg {
-  /// "cosine", "const" or "const-cooldown".
-  TORCH_ARG(std::string, name) = "cosine";
+  TORCH_ARG(ScheduleKind, name) = ScheduleKind::kCosine;
   TORCH_ARG(int64_t, warmup_steps) = 100;
   /// const-cooldown: linear decay to min_lr over the last cooldown_steps.
   TORCH_ARG(int64_t, cooldown_steps) = 0;
@@ -56,8 +56,8 @@ struct LoopCfg {
   /// Train for `steps` optimizer steps, or, when 0, for `epochs` passes over the data.
   TORCH_ARG(int64_t, epochs) = 1;
   TORCH_ARG(int64_t, steps) = 0;
-  /// "fp32" or "bf16" (autocast).
-  TORCH_ARG(std::string, precision) = "fp32";
+  /// fp32, or bf16 autocast.
+  TORCH_ARG(Precision, precision) = Precision::kFp32;
   /// Clip the global gradient norm to this; 0: off.
   TORCH_ARG(double, grad_clip) = 0.0;
   /// Micro-batches per step; features are cached so negatives span all of them (OpenCLIP).
@@ -71,13 +71,14 @@ struct LoopCfg {
   TORCH_ARG(int64_t, keep_checkpoints) = 3;
   /// Training stops after this many non-finite steps in a row.
   TORCH_ARG(int64_t, max_nonfinite_steps) = 10;
-  TORCH_ARG(int64_t, log_every) = 10;
+  /// Steps between metrics.jsonl lines and progress updates (the last step is always logged).
+  TORCH_ARG(int64_t, log_every) = 1;
 };
 
 /// Data-parallel settings; used when a launcher (torchrun, srun, `--nproc`) sets WORLD_SIZE > 1.
 struct DistCfg {
-  /// "auto" (gloo on CPU, nccl on CUDA), "gloo" or "nccl".
-  TORCH_ARG(std::string, backend) = "auto";
+  /// auto (gloo on CPU, nccl on CUDA), gloo or nccl.
+  TORCH_ARG(Backend, backend) = Backend::kAuto;
   /// Rendezvous and each collective fail after this many seconds (a dead or missing rank).
   TORCH_ARG(double, timeout_seconds) = 300;
   /// Gradient all-reduce bucket size.
@@ -104,7 +105,5 @@ struct TrainConfig {
 /// wrong types and impossible values throw ConfigError naming the file, line and key.
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
-/// Every field, defaults included (printed at start and saved in the run folder).
-std::string to_yaml(const TrainConfig& cfg);
 
 }  // namespace torchclip

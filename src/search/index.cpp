@@ -1,11 +1,11 @@
-#include "train/index.h"
+#include "search/index.h"
 
 #include "data/image.h"
 #include "data/loader.h"
 #include "data/transform.h"
 #include "io/fsutil.h"
 #include "io/safetensors.h"
-#include "train/evaluate.h"
+#include "eval/evaluate.h"
 #include "util/json.h"
 #include "util/progress.h"
 
@@ -14,7 +14,6 @@
 #include <c10/util/Half.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <immintrin.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <sys/stat.h>
@@ -257,7 +256,7 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
             {"dtype", o.dtype()},
             {"embed_dim", std::to_string(E)},
             {"image_size", std::to_string(m.config.vision_cfg().image_size())},
-            {"resize", o.resize()},
+            {"resize", enum_name(o.resize())},
             {"source", images.empty() ? data : fmt::format("{}", fmt::join(images, " "))},
             {"updated", now_iso8601()},
             {"created", old.info.count("created") ? old.info.at("created") : now_iso8601()}};
@@ -267,135 +266,12 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
   return r;
 }
 
-// ---- search ---------------------------------------------------------------------------------
-
-namespace {
-
-using Scored = std::pair<float, int64_t>;  // (score, row)
-
-/// The k best (score, row) pairs seen so far: a min-heap, the worst on top.
-struct TopK {
-  int64_t k = 0;
-  std::vector<Scored> heap;
-  void push(float s, int64_t row) {
-    if (static_cast<int64_t>(heap.size()) < k) {
-      heap.emplace_back(s, row);
-      std::push_heap(heap.begin(), heap.end(), std::greater<>());
-    } else if (s > heap.front().first) {
-      std::pop_heap(heap.begin(), heap.end(), std::greater<>());
-      heap.back() = {s, row};
-      std::push_heap(heap.begin(), heap.end(), std::greater<>());
-    }
-  }
-};
-
-/// scores[r * Q + q] = rows[r] . queries[q] for n rows of E halves or floats.
-template <typename T>
-void dot_rows_scalar(const T* rows, int64_t n, int64_t E, const float* queries, int64_t Q, float* scores) {
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t q = 0; q < Q; ++q) {
-      float s = 0;
-      for (int64_t e = 0; e < E; ++e) s += static_cast<float>(rows[r * E + e]) * queries[q * E + e];
-      scores[r * Q + q] = s;
-    }
-}
-
-__attribute__((target("avx2,fma,f16c"))) float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-
-/// AVX2: E a multiple of 16; halves widened in registers (F16C), never written back as floats.
-__attribute__((target("avx2,fma,f16c"))) void dot_rows_avx2(const c10::Half* rows, int64_t n, int64_t E,
-                                                            const float* queries, int64_t Q, float* scores) {
-  for (int64_t r = 0; r < n; ++r) {
-    const auto* row = reinterpret_cast<const __m128i*>(rows + r * E);
-    for (int64_t q = 0; q < Q; ++q) {
-      const float* qv = queries + q * E;
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      for (int64_t e = 0; e < E; e += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(row + e / 8)), _mm256_loadu_ps(qv + e), a0);
-        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(row + e / 8 + 1)), _mm256_loadu_ps(qv + e + 8), a1);
-      }
-      scores[r * Q + q] = hsum(_mm256_add_ps(a0, a1));
-    }
-  }
-}
-
-__attribute__((target("avx2,fma,f16c"))) void dot_rows_avx2(const float* rows, int64_t n, int64_t E, const float* queries,
-                                                            int64_t Q, float* scores) {
-  for (int64_t r = 0; r < n; ++r) {
-    const float* row = rows + r * E;
-    for (int64_t q = 0; q < Q; ++q) {
-      const float* qv = queries + q * E;
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      for (int64_t e = 0; e < E; e += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + e), _mm256_loadu_ps(qv + e), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(row + e + 8), _mm256_loadu_ps(qv + e + 8), a1);
-      }
-      scores[r * Q + q] = hsum(_mm256_add_ps(a0, a1));
-    }
-  }
-}
-
-bool have_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  return ok;
-}
-
-template <typename T>
-std::vector<std::vector<SearchHit>> scan(const T* rows, int64_t N, int64_t E, const at::Tensor& queries, int64_t k) {
-  const int64_t Q = queries.size(0);
-  auto qc = queries.to(at::kFloat).contiguous();
-  const float* qv = qc.data_ptr<float>();
-  const bool vec = have_avx2() && E % 16 == 0;
-  std::vector<TopK> best(Q, TopK{k, {}});
-  std::mutex merge;
-  constexpr int64_t kBlock = 256;  // rows scored together, then offered to the heaps
-  at::parallel_for(0, N, 16384, [&](int64_t begin, int64_t end) {
-    std::vector<TopK> local(Q, TopK{k, {}});
-    std::vector<float> scores(kBlock * Q);
-    for (int64_t b = begin; b < end; b += kBlock) {
-      const int64_t n = std::min(kBlock, end - b);
-      if (vec) dot_rows_avx2(rows + b * E, n, E, qv, Q, scores.data());
-      else dot_rows_scalar(rows + b * E, n, E, qv, Q, scores.data());
-      for (int64_t r = 0; r < n; ++r)
-        for (int64_t q = 0; q < Q; ++q) local[q].push(scores[r * Q + q], b + r);
-    }
-    std::lock_guard<std::mutex> lock(merge);
-    for (int64_t q = 0; q < Q; ++q)
-      for (const auto& [s, row] : local[q].heap) best[q].push(s, row);
-  });
-  std::vector<std::vector<SearchHit>> out(Q);
-  for (int64_t q = 0; q < Q; ++q) {
-    auto h = best[q].heap;
-    std::sort(h.begin(), h.end(), [](const Scored& a, const Scored& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
-    for (const auto& [s, row] : h) out[q].push_back({row, s});
-  }
-  return out;
-}
-
-}  // namespace
-
-std::vector<std::vector<SearchHit>> search_index(const at::Tensor& embeddings, const at::Tensor& queries, int64_t k) {
-  TORCH_CHECK(embeddings.dim() == 2 && queries.dim() == 2 && embeddings.size(1) == queries.size(1),
-              "search: embeddings [N, E] and queries [Q, E] must share E; got ", embeddings.sizes(), " and ", queries.sizes());
-  TORCH_CHECK(k > 0, "search: --k must be positive");
-  auto emb = embeddings.is_contiguous() ? embeddings : embeddings.contiguous();
-  const int64_t N = emb.size(0), E = emb.size(1);
-  if (emb.scalar_type() == at::kHalf) return scan(emb.data_ptr<c10::Half>(), N, E, queries, k);
-  TORCH_CHECK(emb.scalar_type() == at::kFloat, "search: embeddings must be fp16 or fp32");
-  return scan(emb.data_ptr<float>(), N, E, queries, k);
-}
-
 at::Tensor embed_texts(LoadedModel& m, const std::vector<std::string>& texts) {
   torch::NoGradGuard no_grad;
   return m.model->encode_text(tokenize(*m.tokenizer, texts, m.config.text_cfg().context_length()), /*normalize=*/true);
 }
 
-at::Tensor embed_image_file(LoadedModel& m, const std::string& path, const std::string& resize) {
+at::Tensor embed_image_file(LoadedModel& m, const std::string& path, ResizeMode resize) {
   torch::NoGradGuard no_grad;
   cv::Mat bgr;
   try {
@@ -406,88 +282,9 @@ at::Tensor embed_image_file(LoadedModel& m, const std::string& path, const std::
   const int64_t S = m.config.vision_cfg().image_size();
   auto img = at::empty({3, S, S}, at::kFloat);
   std::mt19937_64 rng(0);
-  data::transform_image(bgr, data::ImageTransformOptions().image_size(S).resize(data::parse_resize_mode(resize, "--resize")),
+  data::transform_image(bgr, data::ImageTransformOptions().image_size(S).resize(resize),
                         rng, img);
   return m.model->encode_image(img.unsqueeze(0), /*normalize=*/true);
-}
-
-namespace {
-
-std::string base64(const std::vector<unsigned char>& in) {
-  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    const uint32_t v = (in[i] << 16) | (in[i + 1] << 8) | in[i + 2];
-    out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], t[v & 63]};
-  }
-  if (i + 1 == in.size()) {
-    const uint32_t v = in[i] << 16;
-    out += {t[v >> 18], t[(v >> 12) & 63], '=', '='};
-  } else if (i + 2 == in.size()) {
-    const uint32_t v = (in[i] << 16) | (in[i + 1] << 8);
-    out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], '='};
-  }
-  return out;
-}
-
-std::string html_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
-void write_gallery(const std::vector<std::string>& queries, const std::vector<std::vector<std::string>>& paths,
-                   const std::vector<std::vector<float>>& scores, const std::string& html_path) {
-  std::string body;
-  for (size_t q = 0; q < queries.size(); ++q) {
-    body += fmt::format("<section><h2>{}</h2><div class=\"grid\">\n", html_escape(queries[q]));
-    for (size_t i = 0; i < paths[q].size(); ++i) {
-      std::string src;
-      cv::Mat img = cv::imread(paths[q][i], cv::IMREAD_COLOR);
-      if (!img.empty()) {
-        const double f = 160.0 / std::max(img.cols, img.rows);
-        if (f < 1) cv::resize(img, img, {}, f, f, cv::INTER_AREA);
-        std::vector<unsigned char> jpg;
-        cv::imencode(".jpg", img, jpg, {cv::IMWRITE_JPEG_QUALITY, 85});
-        src = "data:image/jpeg;base64," + base64(jpg);
-      }
-      body += fmt::format("<figure><img src=\"{}\" alt=\"{}\"><figcaption>#{} {:.4f}<br><span>{}</span></figcaption></figure>\n",
-                          src, html_escape(paths[q][i]), i + 1, scores[q][i], html_escape(paths[q][i]));
-    }
-    body += "</div></section>\n";
-  }
-  const std::string page = fmt::format(R"(<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>torchclip search</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; background: #fafafa; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
-figure {{ margin: 0; width: 170px; background: #fff; padding: 5px; box-shadow: 0 1px 3px #0003; }}
-img {{ width: 160px; height: 160px; object-fit: contain; background: #eee; image-rendering: pixelated; }}
-figcaption {{ font-size: 12px; }} span {{ color: #666; word-break: break-all; }}
-</style></head>
-<body data-loaded="pending">
-{}<script>
-window.addEventListener('load', () => {{
-  const imgs = [...document.images];
-  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
-  document.body.dataset.loaded = ok + '/' + imgs.length;
-}});
-</script></body></html>
-)",
-                                       body);
-  write_file_atomic(html_path, page);
 }
 
 }  // namespace torchclip

@@ -1,0 +1,51 @@
+#include "config/reader.h"
+
+#include <yaml-cpp/yaml.h>
+
+namespace torchclip {
+
+namespace detail {
+
+YAML::Node load_yaml_file(const std::string& path) {
+  try {
+    return YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    throw ConfigError(fmt::format("{}: cannot open the file", path));
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(fmt::format("{}:{}: not valid YAML: {}", path, e.mark.line + 1, e.msg));
+  }
+}
+
+void apply_override(YAML::Node& root, const std::string& assignment) {
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError(fmt::format("override '{}': expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-3", assignment));
+  const std::string key = assignment.substr(0, eq), value = assignment.substr(eq + 1);
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    size_t dot = key.find('.', start);
+    parts.push_back(key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  YAML::Node parsed(std::string{});  // "key=" sets an empty string
+  try {
+    if (!value.empty()) parsed = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(fmt::format("override '{}': the value is not valid YAML: {}", assignment, e.msg));
+  }
+  // yaml-cpp nodes are handles: walk with copies of the handles, assigning through them.
+  std::vector<YAML::Node> path = {root};
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node next = path.back()[parts[i]];
+    if (next.IsDefined() && !next.IsNull() && !next.IsMap())
+      throw ConfigError(fmt::format("override '{}': '{}' is not a mapping", assignment, parts[i]));
+    if (!next.IsDefined() || next.IsNull()) path.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
+    path.push_back(path.back()[parts[i]]);
+  }
+  path.back()[parts.back()] = parsed;
+}
+
+}  // namespace detail
+
+}  // namespace torchclip

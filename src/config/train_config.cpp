@@ -1,0 +1,67 @@
+#include "config/train_config.h"
+
+#include "config/reader.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+
+namespace torchclip {
+namespace {
+
+using detail::Reader;
+
+
+/// Constraints between keys (single keys are bounded in config/schema.h).
+void validate(const TrainConfig& c) {
+  const DataCfg& d = c.data();
+  if (d.train().empty()) detail::invalid(c.source(), "data.train", "is required (a .csv/.tsv file, tar shards or synthetic:N)");
+  if (!(d.scale()[0] > 0 && d.scale()[0] <= d.scale()[1] && d.scale()[1] <= 1))
+    detail::invalid(c.source(), "data.scale", "must be [min, max] with 0 < min <= max <= 1");
+  if (d.csv_separator().size() > 1 && d.csv_separator() != "\\t")
+    detail::invalid(c.source(), "data.csv_separator", "must be one character or \\t");
+  if (!d.val().empty() && (d.classes().empty() != d.templates().empty()))
+    detail::invalid(c.source(), "data.classes", "zero-shot evaluation needs both data.classes and data.templates");
+  const OptimCfg& o = c.optim();
+  if (!(o.betas()[0] >= 0 && o.betas()[0] < 1 && o.betas()[1] >= 0 && o.betas()[1] < 1))
+    detail::invalid(c.source(), "optim.betas", "must be two numbers in [0, 1)");
+  if (c.schedule().min_lr() > o.lr())
+    detail::invalid(c.source(), "schedule.min_lr", fmt::format("must not exceed optim.lr ({}), got {}", o.lr(), c.schedule().min_lr()));
+  const LoopCfg& t = c.train();
+  if (t.steps() == 0 && t.epochs() == 0) detail::invalid(c.source(), "train.steps", "set train.steps > 0 or train.epochs > 0");
+  if (c.loss().name() == "siglip" && !c.model().init_logit_bias())
+    detail::invalid(c.source(), "loss.name", "siglip needs a model with init_logit_bias (e.g. -10) and init_logit_scale ln 10");
+}
+
+}  // namespace
+
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
+  YAML::Node root = detail::load_yaml_file(path);
+  for (const auto& o : overrides) detail::apply_override(root, o);
+  TrainConfig c;
+  c.source(path);
+  Reader r(root, path, "");
+  // model: a name or path, or an inline mapping of model fields.
+  YAML::Node m = root["model"];
+  r.ignore({"model"});
+  if (m && m.IsMap()) {
+    c.model_name("<inline>");
+    c.model(parse_model_config(m, path + " (model)"));
+  } else {
+    r.get("model", c.model_name());
+    std::string ref = c.model_name();
+    // A relative path is taken relative to the training config's folder if it exists there.
+    auto beside = std::filesystem::path(path).parent_path() / ref;
+    if (ref.find('/') != std::string::npos && !std::filesystem::exists(ref) && std::filesystem::exists(beside))
+      ref = beside.string();
+    c.model(load_model_config(ref));
+  }
+  r.get("tokenizer", c.tokenizer());
+  detail::ReadVisitor v(r);
+  visit_sections(v, c);
+  r.finish();
+  validate(c);
+  return c;
+}
+
+}  // namespace torchclip

@@ -1,0 +1,111 @@
+#include "data/pipeline.h"
+
+#include "data/image.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <opencv2/core.hpp>
+
+#include <cstring>
+#include <fstream>
+
+namespace torchclip::data {
+
+void read_image_bytes(RawSample& raw) {
+  if (!raw.image_bytes.empty() || raw.image_path.empty()) return;
+  std::ifstream f(raw.image_path, std::ios::binary | std::ios::ate);
+  if (!f) throw SampleError("image_missing", fmt::format("cannot open {}", raw.image_path));
+  raw.image_bytes.resize(static_cast<size_t>(f.tellg()));
+  f.seekg(0);
+  f.read(raw.image_bytes.data(), static_cast<std::streamsize>(raw.image_bytes.size()));
+  if (!f) throw SampleError("image_missing", fmt::format("cannot read {}", raw.image_path));
+}
+
+std::vector<int32_t> tokenize_caption(const Tokenizer& tokenizer, const std::string& caption, int64_t context_length,
+                                      int& tokens) {
+  auto ids = tokenizer.encode(caption);
+  tokens = static_cast<int>(ids.size()) + 2;
+  return pad_ids(tokenizer, std::move(ids), context_length);
+}
+
+Sample process_sample(RawSample& raw, const Tokenizer& tokenizer, const SampleOptions& options, std::mt19937_64& rng) {
+  Sample s;
+  s.origin = raw.origin;
+  s.caption = raw.caption;
+  s.path = raw.image_path;
+  s.label = raw.label;
+  try {
+    if (!raw.error_reason.empty()) throw SampleError(raw.error_reason, raw.error_message);
+    read_image_bytes(raw);
+    cv::Mat bgr = decode_image(raw.image_bytes, options.max_image_pixels());
+    s.width = bgr.cols;
+    s.height = bgr.rows;
+    const int64_t S = options.transform().image_size();
+    s.image = at::empty({3, S, S}, at::kFloat);
+    transform_image(bgr, options.transform(), rng, s.image);
+    s.ids = tokenize_caption(tokenizer, raw.caption, options.context_length(), s.tokens);
+    s.ok = true;
+  } catch (const SampleError& e) {
+    s.reason = e.reason;
+    s.message = e.what();
+  } catch (const cv::Exception& e) {
+    s.reason = "image_corrupt";
+    s.message = e.what();
+  }
+  return s;
+}
+
+void collate(std::vector<Sample>& samples, Batch& out, const CollateOptions& options) {
+  TORCH_CHECK(!samples.empty(), "collate: no samples");
+  const int64_t n = static_cast<int64_t>(samples.size()), T = static_cast<int64_t>(samples[0].ids.size());
+  const auto sizes = samples[0].image.sizes().vec();  // [3, S, S]
+  const int64_t per_image = samples[0].image.numel();
+  if (options.pin_memory())
+    TORCH_CHECK(at::hasCUDA(), "collate: pin_memory needs a CUDA build of torchclip and a CUDA device; this process has none");
+  auto opts = at::TensorOptions().pinned_memory(options.pin_memory());
+  out.images = at::empty({n, sizes[0], sizes[1], sizes[2]}, opts.dtype(at::kFloat));  // [B, 3, S, S]
+  out.texts = at::empty({n, T}, opts.dtype(at::kLong));                                // [B, T]
+  out.labels = at::empty({n}, opts.dtype(at::kLong));                                  // [B]
+  float* dst = out.images.data_ptr<float>();
+  int64_t* texts = out.texts.data_ptr<int64_t>();
+  int64_t* labels = out.labels.data_ptr<int64_t>();
+  out.origins.clear();
+  out.image_paths.clear();
+  out.captions.clear();
+  out.image_sizes.clear();
+  out.token_counts.clear();
+  for (int64_t i = 0; i < n; ++i) {
+    Sample& s = samples[i];
+    TORCH_CHECK(s.ok && s.image.numel() == per_image && static_cast<int64_t>(s.ids.size()) == T,
+                "collate: sample ", i, " (", s.origin, ") is unusable or of another shape");
+    std::memcpy(dst + i * per_image, s.image.data_ptr<float>(), per_image * sizeof(float));
+    for (int64_t t = 0; t < T; ++t) texts[i * T + t] = s.ids[t];
+    labels[i] = s.label;
+    out.origins.push_back(std::move(s.origin));
+    out.image_paths.push_back(std::move(s.path));
+    out.captions.push_back(std::move(s.caption));
+    out.image_sizes.emplace_back(s.width, s.height);
+    out.token_counts.push_back(s.tokens);
+  }
+}
+
+bool FailurePolicy::admit(const Sample& s, LoaderStats& stats) {
+  if (s.ok) {
+    consecutive_ = 0;
+    ++stats.good;
+    return true;
+  }
+  ++stats.skipped;
+  ++stats.skipped_by_reason[s.reason];
+  if (stats.examples[s.reason].size() < 3) stats.examples[s.reason].push_back(s.origin);
+  if (stats.skipped <= log_first_) fmt::print(stderr, "data: skipped {}: {}: {}\n", s.origin, s.reason, s.message);
+  if (++consecutive_ >= max_consecutive_) {
+    throw std::runtime_error(fmt::format(
+        "data: {} samples in a row could not be used (last: {}: {}: {}); check the data with `torchclip data check`, "
+        "or raise max_consecutive_failures",
+        consecutive_, s.origin, s.reason, s.message));
+  }
+  return false;
+}
+
+}  // namespace torchclip::data

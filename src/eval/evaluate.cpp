@@ -1,0 +1,99 @@
+#include "eval/evaluate.h"
+
+#include "eval/retrieval.h"
+#include "eval/zeroshot.h"
+#include "util/autocast.h"
+#include "util/progress.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+
+namespace torchclip {
+
+data::LoaderOptions inference_loader_options(const ModelConfig& cfg, int64_t batch_size, int64_t workers,
+                                             ResizeMode resize) {
+  return data::LoaderOptions()
+      .batch_size(batch_size)
+      .workers(workers)
+      .shuffle(false)
+      .drop_last(false)
+      .context_length(cfg.text_cfg().context_length())
+      .transform(data::ImageTransformOptions()
+                     .image_size(cfg.vision_cfg().image_size())
+                     .resize(resize));
+}
+
+EvalResult evaluate(CLIP& model, const Tokenizer& tokenizer, data::Loader& loader, const std::vector<std::string>& classes,
+                    const std::vector<std::string>& templates, bool bf16, bool progress) {
+  const bool was_training = model->is_training();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  EvalResult r;
+  at::Tensor classifier;  // [E, C]
+  const int64_t ctx = model->config.text_cfg().context_length();
+  if (!classes.empty()) classifier = zero_shot_classifier(model, tokenizer, classes, templates, ctx);
+  std::vector<at::Tensor> image_features, text_features, logits;
+  std::vector<int64_t> labels;
+  loader.start_epoch(0);
+  Progress bar("eval", 0, "img");
+  for (data::Batch b; loader.next(b);) {
+    at::Tensor img, txt;
+    {
+      AutocastGuard autocast(at::kCPU, bf16);
+      img = model->encode_image(b.images, true).to(at::kFloat);  // [B, E]
+      txt = model->encode_text(b.texts, true).to(at::kFloat);    // [B, E]
+    }
+    image_features.push_back(img);
+    text_features.push_back(txt);
+    if (classifier.defined()) {
+      logits.push_back(100.0 * at::matmul(img, classifier));  // [B, C]
+      auto l = b.labels.contiguous();
+      labels.insert(labels.end(), l.data_ptr<int64_t>(), l.data_ptr<int64_t>() + l.numel());
+    }
+    if (progress) bar.advance(b.images.size(0));
+  }
+  if (progress) bar.finish();
+  if (!logits.empty()) {
+    // The same top-1/top-5 and confusion matrix as `torchclip zeroshot` (unlabelled rows skipped).
+    const ZeroShotReport z = zero_shot_report(at::cat(logits), labels);
+    r.confusion = z.confusion;
+    if (z.labelled) {
+      r.metrics["zeroshot_top1"] = z.top1;
+      r.metrics["zeroshot_top5"] = z.top5;
+    }
+  }
+  if (!image_features.empty()) {
+    auto all_images = at::cat(image_features);  // [N, E]
+    auto ret = retrieval_metrics(all_images, at::cat(text_features));
+    r.metrics.insert(ret.begin(), ret.end());
+    r.metrics["n"] = static_cast<double>(all_images.size(0));
+  }
+  if (was_training) model->train();
+  return r;
+}
+
+ImageEmbeddings embed_images(CLIP& model, data::Loader& loader, bool progress) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  ImageEmbeddings e;
+  std::vector<at::Tensor> parts;
+  loader.start_epoch(0);
+  Progress bar("embed", 0, "img");
+  for (data::Batch b; loader.next(b);) {
+    parts.push_back(model->encode_image(b.images, true));
+    e.origins.insert(e.origins.end(), b.origins.begin(), b.origins.end());
+    e.paths.insert(e.paths.end(), b.image_paths.begin(), b.image_paths.end());
+    e.captions.insert(e.captions.end(), b.captions.begin(), b.captions.end());
+    for (int64_t i = 0; i < b.labels.size(0); ++i) e.labels.push_back(b.labels[i].item<int64_t>());
+    if (progress) bar.advance(b.images.size(0));
+  }
+  if (progress) bar.finish();
+  TORCH_CHECK(!parts.empty(), "embed_images: the data source gave no usable images");
+  e.features = at::cat(parts);
+  if (was_training) model->train();
+  return e;
+}
+
+}  // namespace torchclip

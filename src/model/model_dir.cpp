@@ -1,0 +1,73 @@
+#include "model/model_dir.h"
+
+#include "config/emit.h"
+#include "io/fsutil.h"
+#include "io/safetensors.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+
+namespace torchclip {
+namespace fs = std::filesystem;
+
+void save_model_dir(const std::string& dir, CLIP& model, const std::string& tokenizer_spec) {
+  save_safetensors((fs::path(dir) / "model.safetensors").string(), state_dict(*model),
+                   {{"format", "pt"}, {"producer", "torchclip"}});
+  write_file_atomic((fs::path(dir) / "config.yaml").string(), to_yaml(model->config));
+  const TokenizerFile tok = resolve_tokenizer(tokenizer_spec);
+  const std::string name = fs::path(tok.path).filename().string();
+  write_file_atomic((fs::path(dir) / name).string(), read_file(tok.path));
+  write_file_atomic((fs::path(dir) / "tokenizer.yaml").string(), fmt::format("kind: {}\nfile: {}\n", tok.kind, name));
+}
+
+void load_state_dict(CLIP& model, const std::map<std::string, at::Tensor>& weights, const std::string& source) {
+  auto ours = state_dict(*model);
+  std::vector<std::string> missing, unexpected, misshaped;
+  for (const auto& [k, v] : ours) {
+    auto it = weights.find(k);
+    if (it == weights.end()) missing.push_back(k);
+    else if (it->second.sizes() != v.sizes())
+      misshaped.push_back(fmt::format("{} (file {}, model {})", k, it->second.sizes(), v.sizes()));
+  }
+  for (const auto& [k, v] : weights)
+    if (!ours.count(k)) unexpected.push_back(k);
+  if (!missing.empty() || !unexpected.empty() || !misshaped.empty()) {
+    auto list = [](const std::vector<std::string>& v) {
+      return v.empty() ? std::string("none") : fmt::format("{}", fmt::join(v.begin(), v.begin() + std::min<size_t>(v.size(), 8), ", ")) +
+                                                   (v.size() > 8 ? fmt::format(" and {} more", v.size() - 8) : "");
+    };
+    throw std::runtime_error(fmt::format("{}: weights do not fit the model config: missing {}; unexpected {}; mis-shaped {}",
+                                         source, list(missing), list(unexpected), list(misshaped)));
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [k, v] : ours) v.copy_(weights.at(k));
+}
+
+LoadedModel load_model_dir(const std::string& dir) {
+  LoadedModel m;
+  m.dir = dir;
+  const fs::path d(dir);
+  if (!fs::is_directory(d)) throw std::runtime_error(fmt::format("{}: not a model folder (no such directory)", dir));
+  m.config = load_model_config((d / "config.yaml").string());
+  m.model = CLIP(m.config);
+  const std::string weights_path = (d / "model.safetensors").string();
+  const std::string weights = read_file(weights_path);
+  m.fingerprint = fmt::format("crc32:{:08x}:{}", crc32_of(weights), weights.size());
+  load_state_dict(m.model, parse_safetensors(weights, weights_path, at::kFloat).tensors, weights_path);
+  YAML::Node tok;
+  try {
+    tok = YAML::LoadFile((d / "tokenizer.yaml").string());
+  } catch (const YAML::Exception& e) {
+    throw std::runtime_error(fmt::format("{}: cannot read tokenizer.yaml: {}", dir, e.what()));
+  }
+  m.tokenizer_spec = (d / tok["file"].as<std::string>("")).string();
+  m.tokenizer = load_tokenizer(m.tokenizer_spec);
+  m.model->eval();
+  return m;
+}
+
+}  // namespace torchclip
