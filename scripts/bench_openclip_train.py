@@ -3,7 +3,7 @@
 `torchclip bench train`: CLIP built from our YAML config with open_clip.CLIP, ClipLoss, AdamW
 (OpenCLIP's parameter groups), synthetic images and token ids. Prints one JSON line.
 Usage: bench_openclip_train.py --config configs/models/X.yaml --batch N --steps K --warmup W
-       --threads T [--precision fp32|bf16]"""
+       --threads T [--precision fp32|bf16] [--grad-checkpointing]"""
 import argparse
 import json
 import statistics
@@ -23,6 +23,7 @@ def main():
     ap.add_argument('--warmup', type=int, default=2)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--precision', default='fp32')
+    ap.add_argument('--grad-checkpointing', action='store_true')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -30,6 +31,7 @@ def main():
         cfg = yaml.safe_load(f)
     cfg.pop('custom_text', None)
     model = open_clip.CLIP(**cfg).train()
+    model.set_grad_checkpointing(args.grad_checkpointing)
     exclude = lambda n, p: p.ndim < 2 or 'bn' in n or 'ln' in n or 'bias' in n or 'logit_scale' in n
     named = list(model.named_parameters())
     groups = [{'params': [p for n, p in named if exclude(n, p)], 'weight_decay': 0.},

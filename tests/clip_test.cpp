@@ -107,6 +107,48 @@ TEST(Clip, FeaturesAreNormalisedAndLogitsScaled) {
   EXPECT_EQ(siglip->logit_bias.item<double>(), -10);
 }
 
+// Gradient checkpointing recomputes each block in backward: the same loss and gradients as the
+// plain model (fp32, to 1e-6), and the towers' outputs really come from the checkpointed blocks.
+TEST(Clip, GradientCheckpointingGivesThePlainGradients) {
+  auto images = at::randn({4, 3, 28, 28}, at::TensorOptions().dtype(at::kFloat));
+  auto ids = test::ids_with_eot({3, 5, 7, 9}, 32, 49408);
+  std::map<std::string, at::Tensor> grads[2];
+  double losses[2] = {0, 0};
+  for (int ckpt = 0; ckpt < 2; ++ckpt) {
+    at::manual_seed(0);
+    CLIP model(tiny());
+    model->train();
+    model->set_grad_checkpointing(ckpt == 1);
+    auto out = model->forward(images, ids);
+    auto logits = model->logits(out.image_features, out.text_features);  // [4, 4]
+    auto labels = at::arange(4, at::kLong);
+    auto loss = (at::cross_entropy_loss(logits, labels) + at::cross_entropy_loss(logits.t(), labels)) / 2;
+    if (ckpt) {
+      const std::string fn = model->vit->transformer->forward(model->vit->conv1(images).flatten(2).transpose(1, 2))
+                                 .grad_fn()
+                                 ->name();
+      EXPECT_NE(fn.find("BlockCheckpoint"), std::string::npos) << fn;
+    }
+    loss.backward();
+    losses[ckpt] = loss.item<double>();
+    for (const auto& p : model->named_parameters()) grads[ckpt][p.key()] = p.value().grad().clone();
+  }
+  EXPECT_DOUBLE_EQ(losses[0], losses[1]);
+  ASSERT_EQ(grads[0].size(), grads[1].size());
+  for (const auto& [name, g] : grads[0]) {
+    ASSERT_TRUE(grads[1].count(name)) << name;
+    EXPECT_TRUE(test::all_close(grads[1][name], g, 1e-6, 1e-5)) << name;
+  }
+  // Outside training, or without gradients, the blocks run plainly.
+  at::manual_seed(0);
+  CLIP model(tiny());
+  model->set_grad_checkpointing(true);
+  model->eval();
+  EXPECT_EQ(model->vit->transformer->forward(at::randn({1, 17, 96}, at::TensorOptions().requires_grad(true))).grad_fn()->name().find(
+                "BlockCheckpoint"),
+            std::string::npos);
+}
+
 TEST(Clip, LogitScaleIsClampedToZeroAndLn100) {
   CLIP model(tiny());
   EXPECT_NEAR(model->logit_scale.item<double>(), std::log(1 / 0.07), 1e-6);

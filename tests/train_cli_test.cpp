@@ -1,5 +1,6 @@
 // The real `torchclip train` on a tiny dataset: exact resume after kill -9, corrupt checkpoints,
 // signals, non-finite steps, bf16, evaluation output.
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 #include <signal.h>
@@ -166,6 +167,24 @@ TEST_F(TrainFixture, NonFiniteStepsAreSkippedThenTrainingStops) {
   }
   EXPECT_EQ(skipped, 3);
   EXPECT_EQ(completed, 0);
+}
+
+// The device is a config key like any other: on a machine or build without CUDA, asking for it
+// stops before any work with the key named; auto trains on the CPU there.
+TEST_F(TrainFixture, ACudaDeviceWithoutCudaIsAClearErrorAndAutoFallsBack) {
+  if (at::hasCUDA()) GTEST_SKIP() << "this process has CUDA";
+  auto r = run(train("cuda", "--set train.device=cuda"));
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("train.device: \"cuda\" asked for, but this build or machine has no CUDA device"), std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(dir / "cuda" / "metrics.jsonl"));
+  r = run(train("auto", "--set train.device=auto --set train.steps=2"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("device: cpu"), std::string::npos) << r.out;
+  r = run("zeroshot --model " + (dir / "auto" / "checkpoints" / "step-00000002").string() + " --classes a,b --images " +
+          (dir / "img" / "0.png").string() + " --device cuda:0");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("--device: \"cuda:0\" asked for"), std::string::npos) << r.out;
 }
 
 TEST_F(TrainFixture, Bf16TrainingMovesParametersAndEvalReadsTheModelFolder) {

@@ -109,6 +109,7 @@ int bench_main(const Argv& argv) {
       .precision(args.get("precision", o.precision()))
       .device(args.get("device", o.device()))
       .threads(args.get_int("threads", o.threads()))
+      .grad_checkpointing(args.flag("grad-checkpointing"))
       .profile(args.get("profile", ""));
   const bool json = args.flag("json");
   const int64_t nproc = args.get_int("nproc", 1);

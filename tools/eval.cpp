@@ -6,6 +6,7 @@
 #include "search/index.h"
 #include "subcommands.h"
 #include "util/args.h"
+#include "util/device.h"
 #include "util/json.h"
 
 #include <fmt/format.h>
@@ -24,8 +25,9 @@ int eval_main(const Argv& argv) {
   const std::string grid = args.get("grid", "");
   const bool json = args.flag("json");
   const ResizeMode resize = parse_enum<ResizeMode>(args.get("resize", "pil"), "--resize");
+  const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
   args.finish();
-  auto m = load_model_dir(model_dir);
+  auto m = load_model_dir(model_dir, device);
   std::vector<std::string> classes, templates;
   if (!classes_file.empty()) {
     classes = read_lines(classes_file);

@@ -22,6 +22,7 @@ commands:
                 Exit code 5: stopped by SIGINT/SIGTERM after saving a checkpoint.
                 Data parallel (c10d): --nproc N starts N local ranks; under torchrun/srun it reads
                 RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (see README, "Multi-node").
+  (eval, zeroshot, embed, index and search also take --device auto|cpu|cuda|cuda:N; auto: a GPU when there is one)
   eval          --model DIR --data SOURCE [--classes FILE --templates FILE] [--resize pil|fast] [--json] [--csv-... flags]
                 zero-shot top-1/top-5 and image<->text retrieval (R@1/5/10, mean/median rank);
                 with --query TEXT [--query ...] [--k 8] [--grid out.png]: the data's images closest to each text
@@ -48,10 +49,10 @@ commands:
                 reads a whole dataset as training would: usable and skipped samples by reason,
                 image sizes, caption lengths. SOURCE: a .csv/.tsv, tar shards ({a..b}, ::), synthetic:N
   bench model   --config NAME|FILE [--batch N] [--iters N] [--warmup N] [--precision fp32|bf16]
-                [--device cpu|cuda] [--threads N] [--profile TRACE.json] [--json]
+                [--device cpu|cuda] [--threads N] [--grad-checkpointing] [--profile TRACE.json] [--json]
                 forward+backward samples/s, model FLOPs and utilisation against this machine's matmul rate
   bench train   --config NAME|FILE [--batch N] [--iters N] [--precision fp32|bf16] [--threads N] [--nproc N] [--json]
-                [--rounds N] [--openclip-tuned-malloc]
+                [--rounds N] [--openclip-tuned-malloc] [--grad-checkpointing]
                 a whole training step (with AdamW) for torchclip and open_clip on the same model, and the ratio
                 (--rounds N: alternate them N times, median ratio; --openclip-tuned-malloc: open_clip once
                 more with glibc's mmap/trim thresholds at 1 GiB);

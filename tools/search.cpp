@@ -8,6 +8,7 @@
 #include "report/gallery.h"
 #include "search/index.h"
 #include "subcommands.h"
+#include "util/device.h"
 #include "util/json.h"
 
 #include <ATen/ATen.h>
@@ -27,6 +28,7 @@ int embed_main(const Argv& argv) {
   const int64_t workers = args.get_int("workers", 2), batch = args.get_int("batch", 64);
   auto csv = csv_flags(args);
   const auto images = image_args(args);
+  const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
   args.finish();
   if (static_cast<int>(!images.empty()) + static_cast<int>(!spec.empty()) + static_cast<int>(!texts_file.empty()) != 1)
     throw UsageError("give exactly one of --images PATH..., --data SOURCE, --texts FILE (- for stdin)");
@@ -35,7 +37,7 @@ int embed_main(const Argv& argv) {
   if (!npy && !st) throw UsageError(fmt::format("--out '{}': the extension must be .npy or .safetensors", out));
   if (dtype != "fp32" && dtype != "fp16") throw UsageError("--dtype must be fp32 or fp16");
 
-  auto m = load_model_dir(model_dir);
+  auto m = load_model_dir(model_dir, device);
   at::Tensor features;
   std::vector<std::string> inputs;
   std::string kind;
@@ -90,9 +92,10 @@ int index_main(const Argv& argv) {
   o.progress(!json);
   auto csv = csv_flags(args);
   const auto images = image_args(args);
+  const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
   args.finish();
   if (images.empty() == spec.empty()) throw UsageError("give --images PATH... or --data SOURCE");
-  auto m = load_model_dir(model_dir);
+  auto m = load_model_dir(model_dir, device);
   auto r = build_index(m, images, spec, csv, out, o);
   if (json) {
     fmt::print("{}\n", r.to_json());
@@ -120,11 +123,12 @@ int search_main(const Argv& argv) {
   const std::string image = args.get("image", ""), gallery = args.get("gallery", ""), grid = args.get("grid", "");
   const int64_t k = args.get_int("k", 10);
   const bool json = args.flag("json");
+  const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
   args.finish();
   if (!queries.empty() && !image.empty()) throw UsageError("give --query TEXT or --image PATH, not both");
   const auto t0 = std::chrono::steady_clock::now();
   auto index = ImageIndex::open(index_path);
-  auto m = load_model_dir(model_dir);
+  auto m = load_model_dir(model_dir, device);
   if (index.model_fingerprint() != m.fingerprint)
     throw std::runtime_error(fmt::format("{}: this index was built by model {} (fingerprint {}), not by {} (fingerprint {}); "
                                          "search with that model or rebuild the index with torchclip index",

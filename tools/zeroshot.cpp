@@ -4,6 +4,7 @@
 #include "io/fsutil.h"
 #include "report/confusion.h"
 #include "subcommands.h"
+#include "util/device.h"
 #include "util/csv.h"
 #include "util/json.h"
 
@@ -44,13 +45,14 @@ int zeroshot_main(const Argv& argv) {
   const bool json = args.flag("json"), csv_out = args.flag("csv");
   auto csv = csv_flags(args);
   const auto images = image_args(args);
+  const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
   args.finish();
   if (classes_arg.empty() == classifier_file.empty() && !(classes_arg.empty() && std::filesystem::is_directory(spec)))
     throw UsageError("give --classes FILE|a,b,c or --classifier FILE (or --data with an ImageFolder tree)");
   if (!images.empty() && !spec.empty()) throw UsageError("give --images or --data, not both");
   if (top_k <= 0) throw UsageError("--top-k must be positive");
 
-  auto m = load_model_dir(model_dir);
+  auto m = load_model_dir(model_dir, device);
   ZeroShotClassifier clf;
   if (!classifier_file.empty()) {
     clf = ZeroShotClassifier::load(classifier_file, m.fingerprint);

@@ -14,6 +14,8 @@
 #include <fmt/format.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <vector>
@@ -82,6 +84,7 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
 
   ModelConfig cfg = load_model_config(o.config());
   CLIP model(cfg);
+  model->set_grad_checkpointing(o.grad_checkpointing());
   model->to(device);
   model->train();
   // The training step `train()` runs, with its parameter groups (defaults of `optim:`).
@@ -121,6 +124,7 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   r.forward_flops_per_sample = model->image_flops() + model->text->flops(eot.max().item<int64_t>() + 1);
   r.train_flops_per_sample = 3 * r.forward_flops_per_sample;
   r.optimizer_step = o.optimizer_step();
+  r.grad_checkpointing = o.grad_checkpointing();
 
   r.world_size = o.group() ? o.group()->world_size() : 1;
   std::vector<double> times, reduce_times, forward_times, backward_times, optimizer_times;
@@ -170,6 +174,9 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
     torch::autograd::profiler::disableProfiler()->save(o.profile());
     if (o.progress()) fmt::print(stderr, "profile of {} steps (Chrome trace): {}\n", profiled, o.profile());
   }
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  r.peak_rss_mb = usage.ru_maxrss / 1024.0;  // Linux reports KiB
   r.forward_seconds_median = median_of(forward_times);
   r.backward_seconds_median = median_of(backward_times);
   r.optimizer_seconds_median = median_of(optimizer_times);
@@ -201,9 +208,10 @@ BenchTrainResult bench_train(BenchModelOptions o, const BenchTrainOptions& t) {
     r.ours_rounds.push_back(ours.back().samples_per_second);
     for (const std::string& env : envs) {
       const std::string cmd = fmt::format("{}{} {}/scripts/bench_openclip_train.py --config {} --batch {} --steps {} --warmup {} "
-                                          "--threads {} --precision {} 2>&1",
+                                          "--threads {} --precision {}{} 2>&1",
                                           env, t.python(), TORCHCLIP_SOURCE_DIR, config_path, o.batch(), o.iters(), o.warmup(),
-                                          ours.back().threads, o.precision());
+                                          ours.back().threads, o.precision(),
+                                          o.grad_checkpointing() ? " --grad-checkpointing" : "");
       if (o.progress()) fmt::print(stderr, "open_clip training step: {}\n", cmd);
       int status = 0;
       const std::string out = run_command(cmd, status);
@@ -298,11 +306,11 @@ std::string to_json(const BenchModelResult& r) {
       "\"achieved_gflops\": {:.3f}, \"matmul_gflops\": {:.3f}, \"utilisation\": {:.4f}, \"loss\": {:.6f}, "
       "\"world_size\": {}, \"allreduce_seconds_median\": {:.6f}, \"forward_seconds_median\": {:.6f}, "
       "\"backward_seconds_median\": {:.6f}, \"optimizer_seconds_median\": {:.6f}, \"cpu_cache\": {}, \"cpu_cache_allocations\": {}, "
-      "\"cpu_cache_hits\": {}, \"cpu_cache_bytes\": {}}}",
+      "\"cpu_cache_hits\": {}, \"cpu_cache_bytes\": {}, \"grad_checkpointing\": {}, \"peak_rss_mb\": {:.1f}}}",
       json_quote(r.config), r.device, r.precision, r.batch, r.iters, r.threads, r.parameters, r.step_seconds_median,
       r.step_seconds_min, r.samples_per_second, r.forward_flops_per_sample, r.train_flops_per_sample,
       r.achieved_gflops, r.matmul_gflops, r.utilisation, r.loss, r.world_size, r.allreduce_seconds_median,
-      r.forward_seconds_median, r.backward_seconds_median, r.optimizer_seconds_median, r.cpu_cache, r.cpu_cache_allocations, r.cpu_cache_hits, r.cpu_cache_bytes);
+      r.forward_seconds_median, r.backward_seconds_median, r.optimizer_seconds_median, r.cpu_cache, r.cpu_cache_allocations, r.cpu_cache_hits, r.cpu_cache_bytes, r.grad_checkpointing, r.peak_rss_mb);
 }
 
 std::string to_text(const BenchModelResult& r) {
@@ -313,13 +321,15 @@ std::string to_text(const BenchModelResult& r) {
       "  phases (median)       forward+loss {:.1f} ms, backward {:.1f} ms{}\n"
       "  model FLOPs/sample    {:>12.3f} GFLOP forward, {:.3f} GFLOP train (3x)\n"
       "  achieved              {:>12.2f} GFLOP/s\n"
-      "  machine matmul        {:>12.2f} GFLOP/s   -> utilisation {:.1f}%\n{}",
+      "  machine matmul        {:>12.2f} GFLOP/s   -> utilisation {:.1f}%\n"
+      "  peak memory           {:>12.0f} MB (process RSS){}\n{}",
       r.config, r.device, r.precision, r.threads, r.batch, r.iters, r.parameters,
       r.optimizer_step ? "training step" : "forward+backward", r.samples_per_second,
       r.step_seconds_median * 1e3, r.step_seconds_min * 1e3, r.forward_seconds_median * 1e3, r.backward_seconds_median * 1e3,
       r.optimizer_step ? fmt::format(", optimizer {:.1f} ms", r.optimizer_seconds_median * 1e3) : std::string(),
       r.forward_flops_per_sample / 1e9,
-      r.train_flops_per_sample / 1e9, r.achieved_gflops, r.matmul_gflops, 100 * r.utilisation,
+      r.train_flops_per_sample / 1e9, r.achieved_gflops, r.matmul_gflops, 100 * r.utilisation, r.peak_rss_mb,
+      r.grad_checkpointing ? ", gradient checkpointing on" : "",
       r.device != "cpu" ? std::string()
       : !r.cpu_cache
           ? std::string("  CPU tensor cache      off (TORCHCLIP_CPU_CACHE=0)\n")

@@ -34,6 +34,8 @@ struct BenchModelOptions {
   /// Data parallel: this rank's batch is `batch`; the loss gathers features from every rank
   /// (local_loss + gather_with_grad) and gradients are averaged in buckets after backward.
   TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
+  /// Recompute each residual block's activations in backward (train.grad_checkpointing).
+  TORCH_ARG(bool, grad_checkpointing) = false;
   /// When set, 3 more steps run under LibTorch's (Kineto) profiler, saved here as a Chrome trace.
   TORCH_ARG(std::string, profile) = "";
 };
@@ -59,6 +61,9 @@ struct BenchModelResult {
   /// >= 64 KiB, how many reused a cached block, and the bytes cached at the end.
   bool cpu_cache = false;
   int64_t cpu_cache_allocations = 0, cpu_cache_hits = 0, cpu_cache_bytes = 0;
+  /// Gradient checkpointing was on; the process's peak resident memory (getrusage) after the run.
+  bool grad_checkpointing = false;
+  double peak_rss_mb = 0;
 };
 
 BenchModelResult bench_model(const BenchModelOptions& options);

@@ -187,9 +187,12 @@ template <typename V>
 void visit_fields(V& v, LoopCfg& t) {
   v.field("epochs", t.epochs(), Bound::non_negative());
   v.field("steps", t.steps(), Bound::non_negative());
+  v.field("device", t.device());
   v.field("precision", t.precision());
+  v.field("tf32", t.tf32());
   v.field("grad_clip", t.grad_clip(), Bound::non_negative());
   v.field("accum_steps", t.accum_steps(), Bound::at_least(1));
+  v.field("grad_checkpointing", t.grad_checkpointing());
   v.field("seed", t.seed());
   v.field("threads", t.threads(), Bound::non_negative());
   v.field("eval_every", t.eval_every(), Bound::non_negative());

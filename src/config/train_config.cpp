@@ -1,6 +1,7 @@
 #include "config/train_config.h"
 
 #include "config/reader.h"
+#include "util/device.h"
 
 #include <fmt/format.h>
 
@@ -28,6 +29,8 @@ void validate(const TrainConfig& c) {
   if (c.schedule().min_lr() > o.lr())
     detail::invalid(c.source(), "schedule.min_lr", fmt::format("must not exceed optim.lr ({}), got {}", o.lr(), c.schedule().min_lr()));
   const LoopCfg& t = c.train();
+  if (!valid_device_name(t.device()))
+    detail::invalid(c.source(), "train.device", fmt::format("\"{}\" is not a device; valid: auto, cpu, cuda, cuda:N", t.device()));
   if (t.steps() == 0 && t.epochs() == 0) detail::invalid(c.source(), "train.steps", "set train.steps > 0 or train.epochs > 0");
   if (c.loss().name() == "siglip" && !c.model().init_logit_bias())
     detail::invalid(c.source(), "loss.name", "siglip needs a model with init_logit_bias (e.g. -10) and init_logit_scale ln 10");

@@ -56,10 +56,17 @@ struct LoopCfg {
   /// Train for `steps` optimizer steps, or, when 0, for `epochs` passes over the data.
   TORCH_ARG(int64_t, epochs) = 1;
   TORCH_ARG(int64_t, steps) = 0;
+  /// auto (cuda:LOCAL_RANK when CUDA is available, else cpu), cpu, cuda or cuda:N.
+  TORCH_ARG(std::string, device) = "auto";
   /// fp32, or bf16 autocast.
   TORCH_ARG(Precision, precision) = Precision::kFp32;
+  /// On CUDA, fp32 matrix products and convolutions use TensorFloat-32 (as PyTorch users set
+  /// with torch.backends.cuda.matmul.allow_tf32). No effect on CPU.
+  TORCH_ARG(bool, tf32) = true;
   /// Clip the global gradient norm to this; 0: off.
   TORCH_ARG(double, grad_clip) = 0.0;
+  /// Recompute each residual block's activations in backward (OpenCLIP's --grad-checkpointing).
+  TORCH_ARG(bool, grad_checkpointing) = false;
   /// Micro-batches per step; features are cached so negatives span all of them (OpenCLIP).
   TORCH_ARG(int64_t, accum_steps) = 1;
   TORCH_ARG(uint64_t, seed) = 0;

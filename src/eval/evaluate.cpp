@@ -30,7 +30,8 @@ EvalResult evaluate(CLIP& model, const Tokenizer& tokenizer, data::Loader& loade
   model->eval();
   torch::NoGradGuard no_grad;
   EvalResult r;
-  at::Tensor classifier;  // [E, C]
+  const c10::Device device = model->device();
+  at::Tensor classifier;  // [E, C] on `device`
   const int64_t ctx = model->config.text_cfg().context_length();
   if (!classes.empty()) classifier = zero_shot_classifier(model, tokenizer, classes, templates, ctx);
   std::vector<at::Tensor> image_features, text_features, logits;
@@ -40,9 +41,9 @@ EvalResult evaluate(CLIP& model, const Tokenizer& tokenizer, data::Loader& loade
   for (data::Batch b; loader.next(b);) {
     at::Tensor img, txt;
     {
-      AutocastGuard autocast(at::kCPU, bf16);
-      img = model->encode_image(b.images, true).to(at::kFloat);  // [B, E]
-      txt = model->encode_text(b.texts, true).to(at::kFloat);    // [B, E]
+      AutocastGuard autocast(device.type(), bf16);
+      img = model->encode_image(b.images.to(device, /*non_blocking=*/true), true).to(at::kFloat);  // [B, E]
+      txt = model->encode_text(b.texts.to(device, /*non_blocking=*/true), true).to(at::kFloat);    // [B, E]
     }
     image_features.push_back(img);
     text_features.push_back(txt);
@@ -56,7 +57,7 @@ EvalResult evaluate(CLIP& model, const Tokenizer& tokenizer, data::Loader& loade
   if (progress) bar.finish();
   if (!logits.empty()) {
     // The same top-1/top-5 and confusion matrix as `torchclip zeroshot` (unlabelled rows skipped).
-    const ZeroShotReport z = zero_shot_report(at::cat(logits), labels);
+    const ZeroShotReport z = zero_shot_report(at::cat(logits).cpu(), labels);
     r.confusion = z.confusion;
     if (z.labelled) {
       r.metrics["zeroshot_top1"] = z.top1;
@@ -82,7 +83,7 @@ ImageEmbeddings embed_images(CLIP& model, data::Loader& loader, bool progress) {
   loader.start_epoch(0);
   Progress bar("embed", 0, "img");
   for (data::Batch b; loader.next(b);) {
-    parts.push_back(model->encode_image(b.images, true));
+    parts.push_back(model->encode_image(b.images.to(model->device(), /*non_blocking=*/true), true).cpu());  // [B, E]
     e.origins.insert(e.origins.end(), b.origins.begin(), b.origins.end());
     e.paths.insert(e.paths.end(), b.image_paths.begin(), b.image_paths.end());
     e.captions.insert(e.captions.end(), b.captions.begin(), b.captions.end());

@@ -13,10 +13,11 @@ std::map<std::string, double> retrieval_metrics(const at::Tensor& img, const at:
   std::map<std::string, double> out;
   auto direction = [&](const at::Tensor& q, const at::Tensor& k, const std::string& name) {
     std::vector<at::Tensor> ranks;
-    auto cols = at::arange(N, at::kLong).unsqueeze(0);                               // [1, N]
+    const auto index = q.options().dtype(at::kLong);
+    auto cols = at::arange(N, index).unsqueeze(0);                                   // [1, N]
     for (int64_t s = 0; s < N; s += chunk) {
       const int64_t e = std::min(N, s + chunk);
-      auto rows = at::arange(s, e, at::kLong).unsqueeze(1);                          // [chunk, 1]
+      auto rows = at::arange(s, e, index).unsqueeze(1);                              // [chunk, 1]
       auto sims = at::matmul(q.slice(0, s, e), k.t());                               // [chunk, N]
       auto own = sims.gather(1, rows);                                               // [chunk, 1]
       // 0-based rank of the pair in a stable descending sort: every candidate scoring higher,
@@ -25,7 +26,7 @@ std::map<std::string, double> retrieval_metrics(const at::Tensor& img, const at:
       auto ahead = sims.gt(own).logical_or(sims.eq(own).logical_and(cols.lt(rows)));  // [chunk, N]
       ranks.push_back(ahead.sum(1));                                                 // [chunk]
     }
-    auto r = at::cat(ranks).to(at::kDouble);  // [N]
+    auto r = at::cat(ranks).to(at::kCPU, at::kDouble);  // [N]
     for (int k_ : {1, 5, 10}) out[fmt::format("{}_R@{}", name, k_)] = r.lt(k_).to(at::kDouble).mean().item<double>();
     out[name + "_mean_rank"] = r.mean().item<double>() + 1;
     // np.floor(np.median(ranks)) + 1: the median of an even count is the mean of the middle two.

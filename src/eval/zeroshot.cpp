@@ -128,7 +128,8 @@ at::Tensor zero_shot_classifier(CLIP& model, const Tokenizer& tokenizer, const s
       const size_t p = t.find("{}");
       texts.push_back(p == std::string::npos ? t + " " + c : t.substr(0, p) + c + t.substr(p + 2));
     }
-    auto f = model->encode_text(tokenize(tokenizer, texts, context_length), /*normalize=*/true);  // [T, E]
+    auto ids = tokenize(tokenizer, texts, context_length).to(model->device());                // [T, ctx]
+    auto f = model->encode_text(ids, /*normalize=*/true);                                    // [T, E]
     weights.push_back(l2_normalize(f.mean(0)));                                                   // [E]
   }
   return at::stack(weights, 1);  // [E, C]
@@ -137,7 +138,7 @@ at::Tensor zero_shot_classifier(CLIP& model, const Tokenizer& tokenizer, const s
 ZeroShotClassifier ZeroShotClassifier::build(LoadedModel& m, const std::vector<std::string>& classes,
                                              const std::vector<std::string>& templates) {
   ZeroShotClassifier c;
-  c.weights = zero_shot_classifier(m.model, *m.tokenizer, classes, templates, m.config.text_cfg().context_length());
+  c.weights = zero_shot_classifier(m.model, *m.tokenizer, classes, templates, m.config.text_cfg().context_length()).cpu();
   c.classes = classes;
   c.templates = templates;
   c.model_fingerprint = m.fingerprint;

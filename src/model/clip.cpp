@@ -62,6 +62,11 @@ at::Tensor CLIPImpl::logits(const at::Tensor& image_features, const at::Tensor& 
   return logit_bias.defined() ? l + logit_bias : l;
 }
 
+void CLIPImpl::set_grad_checkpointing(bool enabled) {
+  if (vit) vit->transformer->grad_checkpointing = enabled;
+  text->transformer->grad_checkpointing = enabled;
+}
+
 void CLIPImpl::clamp_logit_scale() {
   torch::NoGradGuard no_grad;
   logit_scale.clamp_(0.0, std::log(100.0));

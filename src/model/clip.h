@@ -37,6 +37,13 @@ class CLIPImpl : public torch::nn::Cloneable<CLIPImpl> {
   /// Clamps logit_scale in place to [0, ln 100], as OpenCLIP does after every optimizer step.
   void clamp_logit_scale();
 
+  /// Gradient checkpointing in both towers' transformers (a ResNet image tower has none, as in
+  /// OpenCLIP, whose ModifiedResNet ignores the setting).
+  void set_grad_checkpointing(bool enabled);
+
+  /// The device the weights are on.
+  c10::Device device() const { return logit_scale.device(); }
+
   /// Forward FLOPs of one image and of one text sequence.
   int64_t image_flops() const;
   int64_t text_flops() const;

@@ -47,7 +47,7 @@ void load_state_dict(CLIP& model, const std::map<std::string, at::Tensor>& weigh
   for (auto& [k, v] : ours) v.copy_(weights.at(k));
 }
 
-LoadedModel load_model_dir(const std::string& dir) {
+LoadedModel load_model_dir(const std::string& dir, const c10::Device& device) {
   LoadedModel m;
   m.dir = dir;
   const fs::path d(dir);
@@ -66,6 +66,7 @@ LoadedModel load_model_dir(const std::string& dir) {
   }
   m.tokenizer_spec = (d / tok["file"].as<std::string>("")).string();
   m.tokenizer = load_tokenizer(m.tokenizer_spec);
+  m.model->to(device);
   m.model->eval();
   return m;
 }

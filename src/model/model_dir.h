@@ -28,8 +28,9 @@ struct LoadedModel {
 /// Writes a model folder (the folder must exist). `tokenizer_spec` is what load_tokenizer took.
 void save_model_dir(const std::string& dir, CLIP& model, const std::string& tokenizer_spec);
 
-/// Loads a model folder; missing, unexpected or mis-shaped tensors are errors naming them.
-LoadedModel load_model_dir(const std::string& dir);
+/// Loads a model folder onto `device`; missing, unexpected or mis-shaped tensors are errors
+/// naming them.
+LoadedModel load_model_dir(const std::string& dir, const c10::Device& device = c10::Device(c10::kCPU));
 
 /// Copies `weights` into `model` by name; throws listing missing, unexpected and mis-shaped names.
 void load_state_dict(CLIP& model, const std::map<std::string, at::Tensor>& weights, const std::string& source);

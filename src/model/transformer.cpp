@@ -1,5 +1,9 @@
 #include "model/transformer.h"
 
+#include <ATen/autocast_mode.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/init.h>
 
 #include <cmath>
@@ -75,8 +79,59 @@ void TransformerImpl::reset() {
   for (int64_t i = 0; i < options.layers(); ++i) resblocks->push_back(ResidualAttentionBlock(options));
 }
 
+namespace {
+
+/// One residual block under activation checkpointing, as torch.utils.checkpoint's reentrant
+/// variant: forward runs without recording a graph and saves only the block's input; backward
+/// recomputes the block with gradients on (under the autocast state the forward saw) and
+/// backpropagates through it, which accumulates the block's parameter gradients directly.
+struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t block,
+                            const std::optional<at::Tensor>& attn_mask, bool is_causal) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["block"] = block;
+    ctx->saved_data["is_causal"] = is_causal;
+    if (attn_mask) ctx->saved_data["attn_mask"] = *attn_mask;
+    const at::DeviceType device = x.device().type();
+    ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(device);
+    ctx->saved_data["autocast_dtype"] = at::autocast::get_autocast_dtype(device);
+    return reinterpret_cast<ResidualAttentionBlockImpl*>(block)->forward(x, attn_mask, is_causal);  // [B, T, W]
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_output) {
+    auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    auto* block = reinterpret_cast<ResidualAttentionBlockImpl*>(ctx->saved_data["block"].toInt());
+    std::optional<at::Tensor> mask;
+    if (ctx->saved_data.count("attn_mask")) mask = ctx->saved_data["attn_mask"].toTensor();
+    const at::DeviceType device = x.device().type();
+    const bool autocast = ctx->saved_data["autocast"].toBool();
+    at::Tensor y;
+    {
+      at::AutoGradMode grad(true);
+      const bool was = at::autocast::is_autocast_enabled(device);
+      const auto was_dtype = at::autocast::get_autocast_dtype(device);
+      at::autocast::set_autocast_enabled(device, autocast);
+      at::autocast::set_autocast_dtype(device, ctx->saved_data["autocast_dtype"].toScalarType());
+      y = block->forward(x, mask, ctx->saved_data["is_causal"].toBool());  // [B, T, W], recorded this time
+      at::autocast::set_autocast_enabled(device, was);
+      at::autocast::set_autocast_dtype(device, was_dtype);
+      if (autocast) at::autocast::clear_cache();
+    }
+    torch::autograd::backward({y}, {grad_output[0]});
+    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
 at::Tensor TransformerImpl::forward(at::Tensor x, const std::optional<at::Tensor>& attn_mask, bool is_causal) {
-  for (const auto& block : *resblocks) x = block->as<ResidualAttentionBlockImpl>()->forward(x, attn_mask, is_causal);
+  const bool checkpoint = grad_checkpointing && is_training() && at::GradMode::is_enabled() && x.requires_grad();
+  for (const auto& block : *resblocks) {
+    auto* b = block->as<ResidualAttentionBlockImpl>();
+    x = checkpoint ? BlockCheckpoint::apply(x, reinterpret_cast<int64_t>(b), attn_mask, is_causal)
+                   : b->forward(x, attn_mask, is_causal);  // [B, T, W]
+  }
   return x;
 }
 

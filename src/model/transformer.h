@@ -106,6 +106,10 @@ class TransformerImpl : public torch::nn::Cloneable<TransformerImpl> {
 
   TransformerOptions options;
   torch::nn::ModuleList resblocks = nullptr;
+  /// Gradient checkpointing (OpenCLIP's set_grad_checkpointing, Chen et al. 2016): in training
+  /// with gradients on, each block keeps only its input and recomputes its activations in
+  /// backward. The same function and gradients, less activation memory, about one more forward.
+  bool grad_checkpointing = false;
 };
 TORCH_MODULE(Transformer);
 

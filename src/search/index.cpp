@@ -194,8 +194,9 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
     loader.start_epoch(0);
     at::Tensor probe;  // one decoded batch, for measure_model
     for (data::Batch b; loader.next(b);) {
-      if (o.measure_model() && !probe.defined()) probe = b.images;
-      parts.push_back(m.model->encode_image(b.images, /*normalize=*/true));
+      auto images = b.images.to(m.model->device(), /*non_blocking=*/true);  // [B, 3, S, S]
+      if (o.measure_model() && !probe.defined()) probe = images;
+      parts.push_back(m.model->encode_image(images, /*normalize=*/true).cpu());
       for (size_t i = 0; i < b.origins.size(); ++i)
         new_paths.push_back(b.image_paths[i].empty() ? b.origins[i] : b.image_paths[i]);
       if (o.progress()) bar.advance(static_cast<int64_t>(b.origins.size()));
@@ -211,7 +212,7 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
       double best = std::numeric_limits<double>::infinity();
       for (int it = 0; it < 4; ++it) {
         const auto p0 = std::chrono::steady_clock::now();
-        m.model->encode_image(probe, /*normalize=*/true);
+        m.model->encode_image(probe, /*normalize=*/true).cpu();  // .cpu() waits for a GPU
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count();
         if (it > 0) best = std::min(best, s);
       }
@@ -268,7 +269,8 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
 
 at::Tensor embed_texts(LoadedModel& m, const std::vector<std::string>& texts) {
   torch::NoGradGuard no_grad;
-  return m.model->encode_text(tokenize(*m.tokenizer, texts, m.config.text_cfg().context_length()), /*normalize=*/true);
+  auto ids = tokenize(*m.tokenizer, texts, m.config.text_cfg().context_length()).to(m.model->device());  // [Q, T]
+  return m.model->encode_text(ids, /*normalize=*/true).cpu();
 }
 
 at::Tensor embed_image_file(LoadedModel& m, const std::string& path, ResizeMode resize) {
@@ -284,7 +286,7 @@ at::Tensor embed_image_file(LoadedModel& m, const std::string& path, ResizeMode 
   std::mt19937_64 rng(0);
   data::transform_image(bgr, data::ImageTransformOptions().image_size(S).resize(resize),
                         rng, img);
-  return m.model->encode_image(img.unsqueeze(0), /*normalize=*/true);
+  return m.model->encode_image(img.unsqueeze(0).to(m.model->device()), /*normalize=*/true).cpu();
 }
 
 }  // namespace torchclip

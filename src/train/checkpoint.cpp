@@ -48,11 +48,16 @@ std::string save_checkpoint(const std::string& root, CLIP& model, torch::optim::
     auto it = opt_state.find(p.unsafeGetTensorImpl());
     if (it == opt_state.end()) continue;
     auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-    st["exp_avg/" + pname] = s.exp_avg();
-    st["exp_avg_sq/" + pname] = s.exp_avg_sq();
+    st["exp_avg/" + pname] = s.exp_avg().cpu();
+    st["exp_avg_sq/" + pname] = s.exp_avg_sq().cpu();
     st["step/" + pname] = at::scalar_tensor(s.step(), at::kLong);
   }
   st["rng/cpu"] = at::detail::getDefaultCPUGenerator().get_state();
+  // Each CUDA device's generator too (dropout and patch dropout draw from it on a GPU).
+  if (at::hasCUDA())
+    for (size_t d = 0; d < at::getNumGPUs(); ++d)
+      st["rng/cuda:" + std::to_string(d)] =
+          at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(d))).get_state();
   TORCH_CHECK(!state.loader_states.empty(), "save_checkpoint: no loader state");
   std::map<std::string, std::string> meta = {
       {"step", std::to_string(state.step)}, {"epoch", std::to_string(state.epoch)},
@@ -141,13 +146,22 @@ TrainerState load_checkpoint(const std::string& dir, CLIP& model, torch::optim::
     auto it = st.tensors.find("exp_avg/" + pname);
     if (it == st.tensors.end()) continue;
     auto s = std::make_unique<torch::optim::AdamWParamState>();
-    s->exp_avg(it->second.clone());
-    s->exp_avg_sq(st.tensors.at("exp_avg_sq/" + pname).clone());
+    s->exp_avg(it->second.to(p.device(), /*non_blocking=*/false, /*copy=*/true));  // moments live beside their parameter
+    s->exp_avg_sq(st.tensors.at("exp_avg_sq/" + pname).to(p.device(), /*non_blocking=*/false, /*copy=*/true));
     s->step(st.tensors.at("step/" + pname).item<int64_t>());
     opt_state[p.unsafeGetTensorImpl()] = std::move(s);
   }
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   gen.set_state(st.tensors.at("rng/cpu"));
+  // CUDA generators saved by a GPU run are restored when this process has that device; a
+  // checkpoint written on a GPU resumes on a CPU with the CPU stream alone.
+  if (at::hasCUDA())
+    for (size_t d = 0; d < at::getNumGPUs(); ++d) {
+      auto saved = st.tensors.find("rng/cuda:" + std::to_string(d));
+      if (saved == st.tensors.end()) continue;
+      at::Generator cuda = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(d)));
+      cuda.set_state(saved->second);
+    }
   TrainerState s;
   auto meta = [&](const char* k) { return st.metadata.at(k); };
   s.step = std::stoll(meta("step"));

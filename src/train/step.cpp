@@ -108,10 +108,12 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
   if (options_.group()) {
     const auto t0 = Clock::now();
     averager_->average();
-    std::vector<at::Tensor> v{at::tensor({r.loss, stop_requested ? 1.0 : 0.0}, at::kDouble)};
+    // On the parameters' device: NCCL reduces CUDA tensors only.
+    std::vector<at::Tensor> v{at::tensor({r.loss, stop_requested ? 1.0 : 0.0}, at::kDouble).to(params_[0].device())};
     options_.group()->all_reduce_sum(v);
-    r.loss = v[0][0].item<double>() / static_cast<double>(options_.group()->world_size());
-    r.stop = v[0][1].item<double>() > 0;
+    auto sums = v[0].cpu();
+    r.loss = sums[0].item<double>() / static_cast<double>(options_.group()->world_size());
+    r.stop = sums[1].item<double>() > 0;
     r.reduce_seconds = since(t0);
   }
 

@@ -12,10 +12,12 @@
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
 #include "train/step.h"
+#include "util/device.h"
 #include "util/progress.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 
 #include <atomic>
@@ -57,6 +59,7 @@ class SignalScope {
 /// alone logs, evaluates and saves.
 struct Job {
   dist::Env env;
+  c10::Device device = c10::Device(c10::kCPU);  // train.device, resolved for this rank
   std::shared_ptr<dist::Group> group;  // nullptr: one process
   bool main_rank() const { return env.rank == 0; }
   int64_t world() const { return env.world_size; }
@@ -71,10 +74,18 @@ Job join_job(const TrainConfig& cfg) {
   if (cfg.train().threads() > 0) at::set_num_threads(static_cast<int>(cfg.train().threads()));
   Job job;
   job.env = dist::Env::from_environment();
+  job.device = resolve_device(cfg.train().device(), "train.device", job.env.local_rank);
+  if (job.device.is_cuda()) {
+    // One GPU per rank (cuda:LOCAL_RANK for auto), current for every kernel this process runs.
+    c10::impl::getDeviceGuardImpl(c10::kCUDA)->setDevice(job.device);
+    at::globalContext().setAllowTF32CuBLAS(cfg.train().tf32());
+    at::globalContext().setAllowTF32CuDNN(cfg.train().tf32());
+  }
   if (job.env.distributed())
     job.group = dist::Group::init(job.env, dist::GroupOptions()
                                                .backend(enum_name(cfg.dist().backend()))
-                                               .timeout_seconds(cfg.dist().timeout_seconds()));
+                                               .timeout_seconds(cfg.dist().timeout_seconds())
+                                               .cuda(job.device.is_cuda()));
   return job;
 }
 
@@ -101,6 +112,8 @@ std::optional<std::string> choose_checkpoint(const Job& job, const TrainRunOptio
 CLIP build_model(const TrainConfig& cfg, const Job& job) {
   at::manual_seed(cfg.train().seed());
   CLIP model(cfg.model());
+  model->set_grad_checkpointing(cfg.train().grad_checkpointing());
+  model->to(job.device);
   model->train();
   if (job.group) {
     std::vector<at::Tensor> state;
@@ -203,6 +216,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   // The effective config: printed, saved beside the run and in every checkpoint.
   const std::string effective = to_yaml(cfg);
   if (job.main_rank()) {
+    fmt::print("device: {}\n", job.device.str());
     if (resume_from) fmt::print("resuming from {}\n", *resume_from);
     else fmt::print("starting training with:\n{}\n", effective);
     if (job.group)
@@ -256,7 +270,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     for (auto& m : micro) {
       data::Batch b;
       while (!loader.next(b)) loader.start_epoch(++st.epoch);
-      m = {b.images, b.texts};
+      m = {b.images.to(job.device, /*non_blocking=*/true), b.texts.to(job.device, /*non_blocking=*/true)};
     }
     return micro;
   };
