@@ -138,6 +138,43 @@ TEST(Dist, GradientAveragerMeansEveryGradientInSeveralBuckets) {
   });
 }
 
+// Overlap: armed before the last backward, the gradient hooks start every bucket's all-reduce
+// while backward runs (in bucket order on both ranks); the averages are those of averaging after
+// backward, and gradients of an earlier (unarmed) backward are accumulated, not reduced twice.
+TEST(Dist, GradientAveragerOverlapsBackwardWithTheSameAverages) {
+  on_ranks(2, [](dist::Group& g) {
+    const double r = static_cast<double>(g.rank());
+    std::vector<at::Tensor> params;
+    for (int64_t n : {6, 4, 9, 3, 5}) params.push_back(at::ones({n}).requires_grad_(true));
+    dist::GradientAverager avg(shared(g), params, /*bucket_bytes=*/40);
+    ASSERT_GE(avg.buckets(), 3);
+    auto backward = [&](double scale) {  // d/dp_i of sum_i (c_i * p_i^2).sum() = 2 c_i p_i, c_i = scale (i + 1)
+      at::Tensor loss = at::zeros({});
+      for (size_t i = 0; i < params.size(); ++i) loss = loss + (scale * (i + 1) * params[i].pow(2)).sum();
+      loss.backward();
+    };
+    backward(1.0 + r);  // a first micro-batch: accumulates only
+    EXPECT_EQ(avg.last_overlap().started_in_backward, 0);
+    avg.arm();
+    backward(3.0 * (1.0 + r));
+    avg.average();
+    // Per rank: 2 (i + 1) (1 + 3) (1 + r); mean over r in {0, 1}: 2 (i + 1) 4 1.5.
+    for (size_t i = 0; i < params.size(); ++i)
+      EXPECT_TRUE(all_close(params[i].grad(), at::full_like(params[i], 12.0 * (i + 1)))) << i;
+    const auto& o = avg.last_overlap();
+    EXPECT_EQ(o.buckets, avg.buckets());
+    EXPECT_EQ(o.started_in_backward, avg.buckets());  // every bucket started by the hooks
+    EXPECT_GT(o.bytes, 0);
+    // A plain step afterwards (not armed): every bucket starts in average(), same result rule.
+    for (auto& p : params) p.mutable_grad() = at::Tensor();
+    backward(1.0 + r);
+    avg.average();
+    EXPECT_EQ(avg.last_overlap().started_in_backward, 0);
+    for (size_t i = 0; i < params.size(); ++i)
+      EXPECT_TRUE(all_close(params[i].grad(), at::full_like(params[i], 3.0 * (i + 1)))) << i;
+  });
+}
+
 TEST(Dist, StringsBroadcastAndIdentityCheck) {
   on_ranks(3, [](dist::Group& g) {
     auto all = g.all_gather_strings(std::string(static_cast<size_t>(g.rank()) * 3, 'a' + static_cast<char>(g.rank())));

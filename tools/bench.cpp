@@ -87,6 +87,7 @@ int bench_train_scaling(const Argv& argv, BenchModelOptions o, int64_t nproc, bo
   k.step_seconds_median = json_number(j, "step_seconds_median");
   k.step_seconds_min = json_number(j, "step_seconds_min");
   k.allreduce_seconds_median = json_number(j, "allreduce_seconds_median");
+  k.allreduce_hidden_share = json_number(j, "allreduce_hidden_share");
   k.loss = json_number(j, "loss");
   fmt::print("{}\n", json ? r.to_json() : r.to_text());
   return 0;
@@ -110,6 +111,7 @@ int bench_main(const Argv& argv) {
       .device(args.get("device", o.device()))
       .threads(args.get_int("threads", o.threads()))
       .grad_checkpointing(args.flag("grad-checkpointing"))
+      .bucket_mb(args.get_double("bucket-mb", o.bucket_mb()))
       .profile(args.get("profile", ""));
   const bool json = args.flag("json");
   const int64_t nproc = args.get_int("nproc", 1);

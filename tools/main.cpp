@@ -51,7 +51,7 @@ commands:
   bench model   --config NAME|FILE [--batch N] [--iters N] [--warmup N] [--precision fp32|bf16]
                 [--device cpu|cuda] [--threads N] [--grad-checkpointing] [--profile TRACE.json] [--json]
                 forward+backward samples/s, model FLOPs and utilisation against this machine's matmul rate
-  bench train   --config NAME|FILE [--batch N] [--iters N] [--precision fp32|bf16] [--threads N] [--nproc N] [--json]
+  bench train   --config NAME|FILE [--batch N] [--iters N] [--precision fp32|bf16] [--threads N] [--nproc N [--bucket-mb MB]] [--json]
                 [--rounds N] [--openclip-tuned-malloc] [--grad-checkpointing]
                 a whole training step (with AdamW) for torchclip and open_clip on the same model, and the ratio
                 (--rounds N: alternate them N times, median ratio; --openclip-tuned-malloc: open_clip once

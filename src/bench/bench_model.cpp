@@ -97,6 +97,7 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
                  StepOptions()
                      .precision(precision)
                      .group(o.group())
+                     .bucket_bytes(static_cast<int64_t>(o.bucket_mb() * (1 << 20)))
                      .update(o.optimizer_step())
                      .time_phases(device.is_cuda()));
 
@@ -127,7 +128,7 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   r.grad_checkpointing = o.grad_checkpointing();
 
   r.world_size = o.group() ? o.group()->world_size() : 1;
-  std::vector<double> times, reduce_times, forward_times, backward_times, optimizer_times;
+  std::vector<double> times, reduce_times, forward_times, backward_times, optimizer_times, hidden_shares;
   auto since = [&](Clock::time_point t) {
     synchronize(device);
     return std::chrono::duration<double>(Clock::now() - t).count();
@@ -159,7 +160,10 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
       forward_times.push_back(sr.forward_seconds);
       backward_times.push_back(sr.backward_seconds);
       optimizer_times.push_back(sr.optimizer_seconds);
-      if (o.group()) reduce_times.push_back(sr.reduce_seconds);
+      if (o.group()) {
+        reduce_times.push_back(sr.reduce_seconds);
+        hidden_shares.push_back(sr.allreduce_hidden_share);
+      }
     }
     r.loss = sr.loss;
     if (o.progress()) progress.advance(1, fmt::format("loss {:.4f}", r.loss));
@@ -184,6 +188,7 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   r.step_seconds_min = *std::min_element(times.begin(), times.end());
   r.samples_per_second = B * r.world_size / r.step_seconds_median;
   if (!reduce_times.empty()) r.allreduce_seconds_median = median_of(reduce_times);
+  if (!hidden_shares.empty()) r.allreduce_hidden_share = median_of(hidden_shares);
   r.achieved_gflops = r.train_flops_per_sample * r.samples_per_second / 1e9;
   if (!o.group()) {  // ranks share the machine: its matmul rate is measured by one process
     r.matmul_gflops = measure_matmul_gflops(o.device(), o.precision());
@@ -288,11 +293,12 @@ std::string BenchScalingResult::to_text() const {
   const int64_t n = ranks.world_size;
   return fmt::format(
       "model {} ({}), training step, batch {} per rank, {} timed steps\n"
-      "  {} ranks x {} threads       {:>10.2f} samples/s   (median step {:.1f} ms, gradient all-reduce {:.1f} ms = {:.1f}%)\n"
+      "  {} ranks x {} threads       {:>10.2f} samples/s   (median step {:.1f} ms; gradient all-reduce: {:.0f}% of its\n"
+      "                              bytes done during backward, {:.1f} ms waited after it = {:.1f}% of the step)\n"
       "  1 process x {} threads      {:>10.2f} samples/s   -> scaling efficiency {:.1f}% (ideal: {} x this)\n"
       "  1 process, all cores        {:>10.2f} samples/s   -> {} ranks give {:.2f}x its throughput\n",
       ranks.config, ranks.precision, ranks.batch, ranks.iters, n, ranks.threads, ranks.samples_per_second,
-      ranks.step_seconds_median * 1e3, ranks.allreduce_seconds_median * 1e3,
+      ranks.step_seconds_median * 1e3, 100 * ranks.allreduce_hidden_share, ranks.allreduce_seconds_median * 1e3,
       100 * ranks.allreduce_seconds_median / ranks.step_seconds_median, ranks.threads, one_rank_samples_per_second,
       100 * efficiency(), n, one_process_samples_per_second, n,
       one_process_samples_per_second > 0 ? ranks.samples_per_second / one_process_samples_per_second : 0);
@@ -304,12 +310,12 @@ std::string to_json(const BenchModelResult& r) {
       "\"threads\": {}, \"parameters\": {}, \"step_seconds_median\": {:.6f}, \"step_seconds_min\": {:.6f}, "
       "\"samples_per_second\": {:.4f}, \"forward_flops_per_sample\": {}, \"train_flops_per_sample\": {}, "
       "\"achieved_gflops\": {:.3f}, \"matmul_gflops\": {:.3f}, \"utilisation\": {:.4f}, \"loss\": {:.6f}, "
-      "\"world_size\": {}, \"allreduce_seconds_median\": {:.6f}, \"forward_seconds_median\": {:.6f}, "
+      "\"world_size\": {}, \"allreduce_seconds_median\": {:.6f}, \"allreduce_hidden_share\": {:.4f}, \"forward_seconds_median\": {:.6f}, "
       "\"backward_seconds_median\": {:.6f}, \"optimizer_seconds_median\": {:.6f}, \"cpu_cache\": {}, \"cpu_cache_allocations\": {}, "
       "\"cpu_cache_hits\": {}, \"cpu_cache_bytes\": {}, \"grad_checkpointing\": {}, \"peak_rss_mb\": {:.1f}}}",
       json_quote(r.config), r.device, r.precision, r.batch, r.iters, r.threads, r.parameters, r.step_seconds_median,
       r.step_seconds_min, r.samples_per_second, r.forward_flops_per_sample, r.train_flops_per_sample,
-      r.achieved_gflops, r.matmul_gflops, r.utilisation, r.loss, r.world_size, r.allreduce_seconds_median,
+      r.achieved_gflops, r.matmul_gflops, r.utilisation, r.loss, r.world_size, r.allreduce_seconds_median, r.allreduce_hidden_share,
       r.forward_seconds_median, r.backward_seconds_median, r.optimizer_seconds_median, r.cpu_cache, r.cpu_cache_allocations, r.cpu_cache_hits, r.cpu_cache_bytes, r.grad_checkpointing, r.peak_rss_mb);
 }
 

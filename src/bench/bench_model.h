@@ -34,6 +34,8 @@ struct BenchModelOptions {
   /// Data parallel: this rank's batch is `batch`; the loss gathers features from every rank
   /// (local_loss + gather_with_grad) and gradients are averaged in buckets after backward.
   TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
+  /// Gradient all-reduce bucket size with a group (dist.bucket_mb).
+  TORCH_ARG(double, bucket_mb) = 25;
   /// Recompute each residual block's activations in backward (train.grad_checkpointing).
   TORCH_ARG(bool, grad_checkpointing) = false;
   /// When set, 3 more steps run under LibTorch's (Kineto) profiler, saved here as a Chrome trace.
@@ -54,7 +56,9 @@ struct BenchModelResult {
   double loss = 0;              // last step's clip loss, as a sanity check
   bool optimizer_step = false;  // the timed step included the AdamW update
   int64_t world_size = 1;       // ranks; samples_per_second counts the whole job's samples
-  double allreduce_seconds_median = 0;  // per step, gradient averaging only (world_size > 1)
+  double allreduce_seconds_median = 0;  // per step, the wait for gradient averaging after backward (world_size > 1)
+  /// Median share of the gradient bytes whose all-reduce finished during backward (overlapped).
+  double allreduce_hidden_share = 0;
   /// Medians of the step's phases: forward with the loss, backward, optimizer update.
   double forward_seconds_median = 0, backward_seconds_median = 0, optimizer_seconds_median = 0;
   /// The caching CPU allocator (util/cpu_allocator.h) over the timed steps: allocations of

@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -14,7 +16,10 @@
 #endif
 #include <zlib.h>
 
+#include <algorithm>
 #include <chrono>
+#include <mutex>
+#include <optional>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -183,6 +188,13 @@ void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
   for (auto& w : works) impl_->wait(w, "all-reduce");
 }
 
+Group::Pending Group::all_reduce_sum_async(const at::Tensor& tensor) {
+  std::vector<at::Tensor> one{tensor};
+  auto work = impl_->guarded("all-reduce", [&] { return impl_->pg->allreduce(one); });
+  Impl* impl = impl_.get();
+  return {[impl, work] { impl->wait(work, "all-reduce"); }, [work] { return work->isCompleted(); }};
+}
+
 std::vector<at::Tensor> Group::all_gather(const at::Tensor& local) {
   auto in = local.contiguous();
   std::vector<std::vector<at::Tensor>> out(1);
@@ -257,8 +269,31 @@ void Group::run_on_rank0(const std::string& what, const std::function<void()>& f
 
 // ---- gradients -----------------------------------------------------------------------------
 
+/// Per-step bookkeeping of the buckets, shared with the gradient hooks (which may run on
+/// autograd's device threads, hence the lock).
+struct GradientAverager::State {
+  std::mutex mutex;
+  bool armed = false;
+  std::vector<size_t> bucket_of;                 // [params] -> bucket
+  std::vector<size_t> ready;                     // [buckets] gradients accumulated this backward
+  std::vector<at::Tensor> flat;                  // [buckets] the flattened gradients in flight
+  std::vector<std::optional<Group::Pending>> pending;  // [buckets]
+  size_t next = 0;                               // buckets start in index order on every rank
+};
+
+namespace {
+
+/// Calls the averager when AccumulateGrad has written a parameter's gradient for this backward.
+struct ReadyHook : public torch::autograd::PostAccumulateGradHook {
+  ReadyHook(std::function<void()> fn) : fn(std::move(fn)) {}
+  void operator()(const torch::autograd::Variable&) override { fn(); }
+  std::function<void()> fn;
+};
+
+}  // namespace
+
 GradientAverager::GradientAverager(std::shared_ptr<Group> group, std::vector<at::Tensor> params, int64_t bucket_bytes)
-    : group_(std::move(group)), params_(std::move(params)) {
+    : group_(std::move(group)), params_(std::move(params)), state_(std::make_unique<State>()) {
   TORCH_CHECK(bucket_bytes > 0, "GradientAverager: bucket_bytes must be positive");
   std::vector<size_t> bucket;
   int64_t bytes = 0;
@@ -276,31 +311,90 @@ GradientAverager::GradientAverager(std::shared_ptr<Group> group, std::vector<at:
     bytes += b;
   }
   if (!bucket.empty()) buckets_.push_back(std::move(bucket));
+  State& s = *state_;
+  s.bucket_of.assign(params_.size(), 0);
+  for (size_t b = 0; b < buckets_.size(); ++b)
+    for (size_t k : buckets_[b]) s.bucket_of[k] = b;
+  s.ready.assign(buckets_.size(), 0);
+  s.flat.assign(buckets_.size(), at::Tensor());
+  s.pending.assign(buckets_.size(), std::nullopt);
+  for (size_t k = 0; k < params_.size(); ++k)
+    if (params_[k].requires_grad())
+      torch::autograd::impl::set_post_acc_grad_hooks(params_[k], std::make_unique<ReadyHook>([this, k] { on_gradient(k); }));
+}
+
+GradientAverager::~GradientAverager() {
+  for (auto& p : params_)
+    if (p.requires_grad()) torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
+}
+
+void GradientAverager::arm() {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  state_->armed = true;
+}
+
+void GradientAverager::on_gradient(size_t k) {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  State& s = *state_;
+  if (!s.armed) return;  // an earlier micro-batch's backward: gradients still accumulate
+  ++s.ready[s.bucket_of[k]];
+  // Collectives must be issued in the same order on every rank, so a ready bucket also waits for
+  // the buckets before it (DDP's rule); buckets run in reverse parameter order, which is about
+  // the order backward produces gradients, so the wait is short.
+  while (s.next < buckets_.size() && s.ready[s.next] == buckets_[s.next].size()) start(s.next++);
+}
+
+void GradientAverager::start(size_t b) {
+  State& s = *state_;
+  std::vector<at::Tensor> parts;
+  for (size_t k : buckets_[b]) {
+    auto& p = params_[k];
+    if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+    parts.push_back(p.grad().reshape({-1}));
+  }
+  s.flat[b] = at::cat(parts);  // [bucket numel]
+  s.pending[b] = group_->all_reduce_sum_async(s.flat[b]);
 }
 
 void GradientAverager::average() {
-  std::vector<at::Tensor> flats;
-  flats.reserve(buckets_.size());
-  for (const auto& bucket : buckets_) {
-    std::vector<at::Tensor> parts;
-    for (size_t k : bucket) {
-      auto& p = params_[k];
-      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-      parts.push_back(p.grad().reshape({-1}));
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  overlap_ = Overlap{};
+  overlap_.buckets = static_cast<int64_t>(buckets_.size());
+  // Buckets in the same order on every rank: those the hooks started (in backward's order, the
+  // same everywhere), then the rest in bucket order.
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    const int64_t bytes = s.flat[b].defined() ? s.flat[b].numel() * static_cast<int64_t>(s.flat[b].element_size()) : 0;
+    if (s.pending[b]) {
+      ++overlap_.started_in_backward;
+      if (s.pending[b]->done()) {
+        ++overlap_.finished_in_backward;
+        overlap_.bytes_finished_in_backward += bytes;
+      }
     }
-    flats.push_back(at::cat(parts));  // [bucket numel]
   }
-  group_->all_reduce_sum(flats);
+  while (s.next < buckets_.size()) start(s.next++);
+  const auto t0 = std::chrono::steady_clock::now();
   const double inv = 1.0 / static_cast<double>(group_->world_size());
   for (size_t b = 0; b < buckets_.size(); ++b) {
-    flats[b].mul_(inv);
+    s.pending[b]->wait();
+    overlap_.bytes += s.flat[b].numel() * static_cast<int64_t>(s.flat[b].element_size());
+    s.flat[b].mul_(inv);
     int64_t off = 0;
     for (size_t k : buckets_[b]) {
       auto& g = params_[k].mutable_grad();
       const int64_t n = g.numel();
-      g.copy_(flats[b].narrow(0, off, n).view_as(g));
+      g.copy_(s.flat[b].narrow(0, off, n).view_as(g));
       off += n;
     }
+  }
+  overlap_.wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  s.armed = false;
+  s.next = 0;
+  std::fill(s.ready.begin(), s.ready.end(), 0);
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    s.pending[b].reset();
+    s.flat[b] = at::Tensor();
   }
 }
 

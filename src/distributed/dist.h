@@ -63,6 +63,13 @@ class Group {
 
   /// In-place sum over ranks of each tensor (same shapes on every rank).
   void all_reduce_sum(std::vector<at::Tensor>& tensors);
+  /// Starts an in-place sum over ranks of `tensor` without waiting: `wait()` finishes it (errors
+  /// name the operation and this rank), `done()` says whether it has finished.
+  struct Pending {
+    std::function<void()> wait;
+    std::function<bool()> done;
+  };
+  Pending all_reduce_sum_async(const at::Tensor& tensor);
   /// Every rank's `local` in rank order; shapes must match across ranks.
   std::vector<at::Tensor> all_gather(const at::Tensor& local);
   /// In-place broadcast from `root`.
@@ -85,20 +92,47 @@ class Group {
   std::unique_ptr<Impl> impl_;
 };
 
-/// Averages gradients over ranks after backward, like DDP: parameters are packed into buckets of
-/// about `bucket_bytes` (in reverse order, as gradients become ready), each bucket is one flat
-/// all-reduce, all buckets are in flight at once. A parameter without a gradient this step counts
-/// as zeros, so every rank issues the same collectives.
+/// Averages gradients over ranks, like DDP: parameters are packed into buckets of about
+/// `bucket_bytes` (in reverse order, the order backward produces their gradients), and each bucket
+/// is one flat all-reduce. With `arm()` before a backward, a hook on every parameter's gradient
+/// accumulation starts a bucket's all-reduce as soon as backward has produced all of its
+/// gradients, so communication overlaps the rest of backward; `average()` then starts any bucket
+/// not started yet, waits for all, and writes the averages back. A parameter without a gradient
+/// counts as zeros, so every rank issues the same collectives in the same order.
 class GradientAverager {
  public:
   GradientAverager(std::shared_ptr<Group> group, std::vector<at::Tensor> params, int64_t bucket_bytes = 25 << 20);
+  ~GradientAverager();
+  GradientAverager(const GradientAverager&) = delete;
+  GradientAverager& operator=(const GradientAverager&) = delete;
+
+  /// The next backward is the last of this step (the only one, or the last micro-batch's): its
+  /// gradients start their buckets' all-reduces as they become ready.
+  void arm();
+  /// Completes the averaging (after backward). Without arm(), every bucket starts here.
   void average();
   int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }
 
+  /// Of the last average(): buckets whose all-reduce had already finished when backward
+  /// returned (fully hidden), those started during backward, and the seconds average() waited.
+  struct Overlap {
+    int64_t buckets = 0, started_in_backward = 0, finished_in_backward = 0;
+    int64_t bytes = 0, bytes_finished_in_backward = 0;
+    double wait_seconds = 0;
+  };
+  const Overlap& last_overlap() const { return overlap_; }
+
+  struct State;
+
  private:
+  void on_gradient(size_t param);  // a hook: param's gradient is accumulated
+  void start(size_t bucket);
+
   std::shared_ptr<Group> group_;
   std::vector<at::Tensor> params_;
   std::vector<std::vector<size_t>> buckets_;  // indices into params_
+  std::unique_ptr<State> state_;
+  Overlap overlap_;
 };
 
 /// The losses' view of the other ranks (loss.h). With `with_grad`, gradients flow back through

@@ -97,6 +97,7 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
     loss = loss_->forward(in);
     r.forward_seconds += since(t0);
     const auto t1 = Clock::now();
+    if (averager_ && j + 1 == n) averager_->arm();  // the last backward starts the all-reduces
     loss.backward();
     r.backward_seconds += since(t1);
   }
@@ -111,6 +112,10 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
     // On the parameters' device: NCCL reduces CUDA tensors only.
     std::vector<at::Tensor> v{at::tensor({r.loss, stop_requested ? 1.0 : 0.0}, at::kDouble).to(params_[0].device())};
     options_.group()->all_reduce_sum(v);
+    const auto& overlap = averager_->last_overlap();
+    r.buckets = overlap.buckets;
+    r.buckets_finished_in_backward = overlap.finished_in_backward;
+    r.allreduce_hidden_share = overlap.bytes > 0 ? static_cast<double>(overlap.bytes_finished_in_backward) / overlap.bytes : 0;
     auto sums = v[0].cpu();
     r.loss = sums[0].item<double>() / static_cast<double>(options_.group()->world_size());
     r.stop = sums[1].item<double>() > 0;
