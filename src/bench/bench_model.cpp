@@ -7,6 +7,7 @@
 #include "optim/fused_adamw.h"
 #include "train/step.h"
 #include "util/cpu_allocator.h"
+#include "util/device.h"
 #include "util/json.h"
 #include "util/progress.h"
 
@@ -45,10 +46,6 @@ at::Device parse_device(const std::string& d) {
   return d == "cuda" ? at::Device(at::kCUDA) : at::Device(at::kCPU);
 }
 
-void synchronize(const at::Device& device) {
-  // A tiny device->host copy waits for all queued work on the current stream.
-  if (device.is_cuda()) at::zeros({1}, at::TensorOptions().device(device)).cpu();
-}
 
 }  // namespace
 

@@ -12,13 +12,10 @@
 #include <filesystem>
 
 namespace torchclip {
-
-
 namespace {
 
 namespace fs = std::filesystem;
 using detail::Reader;
-
 
 }  // namespace
 

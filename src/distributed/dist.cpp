@@ -177,15 +177,9 @@ const std::string& Group::backend() const { return impl_->backend; }
 
 void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
   // One collective per tensor, all in flight before the first wait.
-  std::vector<c10::intrusive_ptr<c10d::Work>> works;
-  impl_->guarded("all-reduce", [&] {
-    for (auto& t : tensors) {
-      std::vector<at::Tensor> one{t};
-      works.push_back(impl_->pg->allreduce(one));
-    }
-    return 0;
-  });
-  for (auto& w : works) impl_->wait(w, "all-reduce");
+  std::vector<Pending> pending;
+  for (const auto& t : tensors) pending.push_back(all_reduce_sum_async(t));
+  for (auto& p : pending) p.wait();
 }
 
 Group::Pending Group::all_reduce_sum_async(const at::Tensor& tensor) {
@@ -277,7 +271,7 @@ struct GradientAverager::State {
   std::vector<size_t> bucket_of;                 // [params] -> bucket
   std::vector<size_t> ready;                     // [buckets] gradients accumulated this backward
   std::vector<at::Tensor> flat;                  // [buckets] the flattened gradients in flight
-  std::vector<std::optional<Group::Pending>> pending;  // [buckets]
+  std::vector<Group::Pending> pending;           // [buckets] valid below `next`
   size_t next = 0;                               // buckets start in index order on every rank
 };
 
@@ -317,7 +311,7 @@ GradientAverager::GradientAverager(std::shared_ptr<Group> group, std::vector<at:
     for (size_t k : buckets_[b]) s.bucket_of[k] = b;
   s.ready.assign(buckets_.size(), 0);
   s.flat.assign(buckets_.size(), at::Tensor());
-  s.pending.assign(buckets_.size(), std::nullopt);
+  s.pending.resize(buckets_.size());
   for (size_t k = 0; k < params_.size(); ++k)
     if (params_[k].requires_grad())
       torch::autograd::impl::set_post_acc_grad_hooks(params_[k], std::make_unique<ReadyHook>([this, k] { on_gradient(k); }));
@@ -359,26 +353,17 @@ void GradientAverager::start(size_t b) {
 void GradientAverager::average() {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
+  auto bytes = [&](size_t b) { return s.flat[b].numel() * static_cast<int64_t>(s.flat[b].element_size()); };
   overlap_ = Overlap{};
   overlap_.buckets = static_cast<int64_t>(buckets_.size());
-  // Buckets in the same order on every rank: those the hooks started (in backward's order, the
-  // same everywhere), then the rest in bucket order.
-  for (size_t b = 0; b < buckets_.size(); ++b) {
-    const int64_t bytes = s.flat[b].defined() ? s.flat[b].numel() * static_cast<int64_t>(s.flat[b].element_size()) : 0;
-    if (s.pending[b]) {
-      ++overlap_.started_in_backward;
-      if (s.pending[b]->done()) {
-        ++overlap_.finished_in_backward;
-        overlap_.bytes_finished_in_backward += bytes;
-      }
-    }
-  }
+  overlap_.started_in_backward = static_cast<int64_t>(s.next);  // the hooks start buckets in index order
+  for (size_t b = 0; b < s.next; ++b)
+    if (s.pending[b].done()) overlap_.bytes_finished_in_backward += bytes(b);
   while (s.next < buckets_.size()) start(s.next++);
-  const auto t0 = std::chrono::steady_clock::now();
   const double inv = 1.0 / static_cast<double>(group_->world_size());
   for (size_t b = 0; b < buckets_.size(); ++b) {
-    s.pending[b]->wait();
-    overlap_.bytes += s.flat[b].numel() * static_cast<int64_t>(s.flat[b].element_size());
+    s.pending[b].wait();
+    overlap_.bytes += bytes(b);
     s.flat[b].mul_(inv);
     int64_t off = 0;
     for (size_t k : buckets_[b]) {
@@ -388,12 +373,11 @@ void GradientAverager::average() {
       off += n;
     }
   }
-  overlap_.wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   s.armed = false;
   s.next = 0;
   std::fill(s.ready.begin(), s.ready.end(), 0);
   for (size_t b = 0; b < buckets_.size(); ++b) {
-    s.pending[b].reset();
+    s.pending[b] = {};
     s.flat[b] = at::Tensor();
   }
 }

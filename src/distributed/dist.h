@@ -113,12 +113,11 @@ class GradientAverager {
   void average();
   int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }
 
-  /// Of the last average(): buckets whose all-reduce had already finished when backward
-  /// returned (fully hidden), those started during backward, and the seconds average() waited.
+  /// Of the last average(): the buckets, how many the hooks started during backward, and the
+  /// gradient bytes in all and of the all-reduces already finished when backward returned.
   struct Overlap {
-    int64_t buckets = 0, started_in_backward = 0, finished_in_backward = 0;
+    int64_t buckets = 0, started_in_backward = 0;
     int64_t bytes = 0, bytes_finished_in_backward = 0;
-    double wait_seconds = 0;
   };
   const Overlap& last_overlap() const { return overlap_; }
 

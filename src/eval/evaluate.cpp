@@ -8,7 +8,6 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
-
 namespace torchclip {
 
 data::LoaderOptions inference_loader_options(const ModelConfig& cfg, int64_t batch_size, int64_t workers,
@@ -87,7 +86,8 @@ ImageEmbeddings embed_images(CLIP& model, data::Loader& loader, bool progress) {
     e.origins.insert(e.origins.end(), b.origins.begin(), b.origins.end());
     e.paths.insert(e.paths.end(), b.image_paths.begin(), b.image_paths.end());
     e.captions.insert(e.captions.end(), b.captions.begin(), b.captions.end());
-    for (int64_t i = 0; i < b.labels.size(0); ++i) e.labels.push_back(b.labels[i].item<int64_t>());
+    auto labels = b.labels.contiguous();  // [B], on the host
+    e.labels.insert(e.labels.end(), labels.data_ptr<int64_t>(), labels.data_ptr<int64_t>() + labels.numel());
     if (progress) bar.advance(b.images.size(0));
   }
   if (progress) bar.finish();

@@ -7,7 +7,6 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <yaml-cpp/yaml.h>
 
 #include <cmath>
 #include <cstdio>
@@ -17,15 +16,9 @@ namespace torchclip {
 namespace fs = std::filesystem;
 
 ModelConfig openclip_model_config(const std::string& name) {
-  if (fs::is_regular_file(name)) {
-    try {
-      return parse_model_config(YAML::LoadFile(name), name);  // JSON is YAML
-    } catch (const YAML::Exception& e) {
-      throw ConfigError(fmt::format("{}: cannot parse: {}", name, e.what()));
-    }
-  }
+  // A path (open_clip's model_configs/NAME.json: JSON is YAML) or one of configs/models/.
   const auto ours = model_config_names();
-  if (std::find(ours.begin(), ours.end(), name) != ours.end()) return load_model_config(name);
+  if (fs::is_regular_file(name) || std::find(ours.begin(), ours.end(), name) != ours.end()) return load_model_config(name);
   throw ConfigError(fmt::format(
       "open_clip config '{}' is neither a file nor one of configs/models/ ({}); for another open_clip model pass the "
       "path of its model_configs/{}.json",

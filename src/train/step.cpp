@@ -2,6 +2,7 @@
 
 #include "distributed/dist.h"
 #include "util/autocast.h"
+#include "util/device.h"
 
 #include <ATen/ATen.h>
 #include <torch/optim/adamw.h>
@@ -17,11 +18,6 @@ using Clock = std::chrono::steady_clock;
 bool decay_exempt(const std::string& name, const at::Tensor& p) {
   auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
   return p.dim() < 2 || has("bn") || has("ln") || has("bias") || has("logit_scale");
-}
-
-/// Waits for queued device work (a no-op on CPU, where every op has finished on return).
-void synchronize(const at::Tensor& like) {
-  if (like.defined() && !like.device().is_cpu()) at::zeros({1}, like.options()).cpu();
 }
 
 }  // namespace
@@ -60,7 +56,7 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
   const bool bf16 = options_.precision() == Precision::kBf16;
   const at::DeviceType device = micro[0].images.device().type();
   auto since = [&](Clock::time_point t) {
-    if (options_.time_phases()) synchronize(micro[0].images);
+    if (options_.time_phases()) synchronize(micro[0].images.device());
     return std::chrono::duration<double>(Clock::now() - t).count();
   };
   for (auto& g : optimizer_.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
@@ -113,8 +109,6 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
     std::vector<at::Tensor> v{at::tensor({r.loss, stop_requested ? 1.0 : 0.0}, at::kDouble).to(params_[0].device())};
     options_.group()->all_reduce_sum(v);
     const auto& overlap = averager_->last_overlap();
-    r.buckets = overlap.buckets;
-    r.buckets_finished_in_backward = overlap.finished_in_backward;
     r.allreduce_hidden_share = overlap.bytes > 0 ? static_cast<double>(overlap.bytes_finished_in_backward) / overlap.bytes : 0;
     auto sums = v[0].cpu();
     r.loss = sums[0].item<double>() / static_cast<double>(options_.group()->world_size());

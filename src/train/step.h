@@ -64,9 +64,8 @@ struct StepResult {
   /// Phase times in seconds: forward with the loss, backward, gradient averaging, the optimizer
   /// update with the clamp (exact only with StepOptions::time_phases on a GPU).
   double forward_seconds = 0, backward_seconds = 0, reduce_seconds = 0, optimizer_seconds = 0;
-  /// Data parallel: gradient buckets, how many had finished their all-reduce by the end of
-  /// backward (started by the gradient hooks while backward ran), and that share of the bytes.
-  int64_t buckets = 0, buckets_finished_in_backward = 0;
+  /// Data parallel: the share of the gradient bytes whose all-reduce (started by the gradient
+  /// hooks while backward ran) had finished when backward returned.
   double allreduce_hidden_share = 0;
 };
 

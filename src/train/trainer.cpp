@@ -210,6 +210,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   const LoopCfg& loop = cfg.train();
   const DataCfg& dc = cfg.data();
   const Job job = join_job(cfg);
+  const int64_t global_batch = dc.batch_size() * loop.accum_steps() * job.world();  // samples per step, all ranks
   const fs::path out(run.out_dir()), ckpt_root = out / "checkpoints";
   const std::optional<std::string> resume_from = choose_checkpoint(job, run, ckpt_root);
 
@@ -221,8 +222,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     else fmt::print("starting training with:\n{}\n", effective);
     if (job.group)
       fmt::print("data parallel: {} ranks ({} backend, rendezvous {}:{}), global batch {}\n", job.world(),
-                 job.group->backend(), job.env.master_addr, job.env.master_port,
-                 dc.batch_size() * loop.accum_steps() * job.world());
+                 job.group->backend(), job.env.master_addr, job.env.master_port, global_batch);
     write_file_atomic((out / "train_config.yaml").string(), effective);
   }
 
@@ -314,7 +314,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     }
     st.nonfinite_in_row = 0;
     ++st.step;
-    st.samples_seen += dc.batch_size() * loop.accum_steps() * job.world();
+    st.samples_seen += global_batch;
     if (job.group && cfg.dist().check_every() > 0 && st.step % cfg.dist().check_every() == 0)
       dist::check_identical(*job.group, model->parameters(), fmt::format("parameters after step {}", st.step));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -322,7 +322,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     const double waited = loader.stats().wait_seconds - wait_before;
     wait_before = loader.stats().wait_seconds;
     if (st.step % loop.log_every() == 0 || st.step == total) {
-      const double samples_per_second = dc.batch_size() * loop.accum_steps() * job.world() / dt;  // the whole job's
+      const double samples_per_second = global_batch / dt;  // the whole job's
       const double wait_share = dt > 0 ? waited / dt : 0.0;
       if (metrics)
         metrics->write(fmt::format(

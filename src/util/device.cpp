@@ -1,5 +1,6 @@
 #include "util/device.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <fmt/format.h>
 
@@ -18,6 +19,10 @@ int64_t cuda_index(const std::string& name) {
 }
 
 }  // namespace
+
+void synchronize(const c10::Device& device) {
+  if (!device.is_cpu()) at::zeros({1}, at::TensorOptions().device(device)).cpu();
+}
 
 bool valid_device_name(const std::string& name) { return name == "auto" || name == "cpu" || cuda_index(name) != -2; }
 

@@ -18,4 +18,8 @@ bool valid_device_name(const std::string& name);
 /// without it, and for a device index that does not exist.
 c10::Device resolve_device(const std::string& name, const std::string& where, int64_t local_rank = 0);
 
+/// Waits for the work queued on `device` (a tiny device-to-host copy); nothing to wait for on the
+/// CPU, where every op has finished when it returns.
+void synchronize(const c10::Device& device);
+
 }  // namespace torchclip
