@@ -221,7 +221,10 @@ TEST_F(TrainFixture, AccumulationEqualsOneLargeBatch) {
   EXPECT_NEAR(std::stod(init_loss), std::stod(acc_loss), 1e-5);
   double worst = 0;
   for (const auto& [k, v] : big.tensors) worst = std::max(worst, (v - acc.tensors.at(k)).abs().max().item<double>());
-  EXPECT_LT(worst, 1e-5) << "parameters after one step differ by " << worst;
+  // AdamW's first step moves each weight by lr * g / (|g| + eps): where a gradient is near
+  // eps (1e-6) the summation-order differences of two batch layouts are magnified, so the bound
+  // is 3% of one lr (1e-3) step, while every weight moves by up to a whole step (checked below).
+  EXPECT_LT(worst, 3e-5) << "parameters after one step differ by " << worst;
   // And both moved away from the initialisation by far more than that.
   r = run(train("zero", common + " --set optim.lr=1e-12 --set data.batch_size=16"));
   ASSERT_EQ(r.code, 0) << r.out;
@@ -229,6 +232,31 @@ TEST_F(TrainFixture, AccumulationEqualsOneLargeBatch) {
   double moved = 0;
   for (const auto& [k, v] : big.tensors) moved = std::max(moved, (v - init.tensors.at(k)).abs().max().item<double>());
   EXPECT_GT(moved, 1e-4);
+}
+
+TEST_F(TrainFixture, TrainingFromAPackedTensorFileAndNormalizingOnTheDeviceGiveTheSameLosses) {
+  // The images are 16x16 and the model's image_size is 16, so the packed pixels are the PNGs'
+  // and every crop, caption and order is the same: the losses must agree to the last digit.
+  const std::string pack = (dir / "d.safetensors").string();
+  auto p = run("data pack --data " + (dir / "d.csv").string() + " --csv-label-key label --image-size 16 --out " + pack + " --json");
+  ASSERT_EQ(p.code, 0) << p.out;
+  EXPECT_NE(p.out.find("\"images\": 96, \"skipped\": 0"), std::string::npos) << p.out;
+  const std::string common = "--set train.steps=4 --set train.checkpoint_every=0";
+  auto r = run(train("csv", common + " --set data.normalize=worker"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run(train("dev", common + " --set data.normalize=device"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run(train("pack", common + " --set data.normalize=device --set data.train=" + pack + " --set data.val=" + pack));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto want = losses("csv");
+  ASSERT_EQ(want.size(), 4u);
+  EXPECT_EQ(losses("dev"), want);
+  EXPECT_EQ(losses("pack"), want);
+  // A file that is not a pack is refused, naming it.
+  std::ofstream(dir / "x.safetensors") << "junk";
+  r = run(train("bad", common + " --set data.train=" + (dir / "x.safetensors").string()));
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("x.safetensors"), std::string::npos) << r.out;
 }
 
 }  // namespace

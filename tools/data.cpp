@@ -1,7 +1,9 @@
 #include "data/check.h"
+#include "data/pack.h"
 #include "data/prepare.h"
 #include "subcommands.h"
 #include "util/args.h"
+#include "util/json.h"
 
 #include <fmt/format.h>
 
@@ -23,10 +25,35 @@ data::CsvOptions csv_flags(Args& args) {
   return o;
 }
 
+/// data pack --data SOURCE --image-size N --out FILE.safetensors
+int pack_main(Args& args) {
+  const std::string spec = args.require("data");
+  auto csv = csv_flags(args);
+  data::PackOptions o;
+  o.out(args.require("out"))
+      .image_size(args.get_int("image-size", o.image_size()))
+      .workers(args.get_int("workers", o.workers()))
+      .resize(parse_enum<ResizeMode>(args.get("resize", "pil"), "--resize"));
+  if (o.workers() < 1 || o.workers() > 256) throw UsageError(fmt::format("--workers {} is outside [1, 256]", o.workers()));
+  const bool json = args.flag("json");
+  args.finish();
+  const auto r = data::write_pack(data::open_source(spec, csv), load_tokenizer("clip-bpe"), o.progress(!json));
+  if (json) {
+    fmt::print("{{\"out\": {}, \"images\": {}, \"skipped\": {}, \"bytes\": {}, \"seconds\": {:.3f}}}\n", json_quote(o.out()),
+               r.images, r.skipped, r.bytes, r.seconds);
+  } else {
+    fmt::print("packed {} images of {}x{} ({} skipped) into {} ({:.1f} MB) in {:.1f} s\n", r.images, o.image_size(),
+               o.image_size(), r.skipped, o.out(), r.bytes / 1e6, r.seconds);
+    for (const auto& [reason, count] : r.skipped_by_reason) fmt::print("  skipped {}: {}\n", reason, count);
+  }
+  return 0;
+}
+
 int data_main(const Argv& argv) {
   const std::string verb = argv.empty() ? "" : argv[0];
   Args args(Argv(argv.empty() ? argv.begin() : argv.begin() + 1, argv.end()));
-  if (verb != "check") throw UsageError("data needs a verb: data check");
+  if (verb == "pack") return pack_main(args);
+  if (verb != "check") throw UsageError("data needs a verb: data check, data pack");
   const std::string spec = args.require("data");
   auto csv = csv_flags(args);
   auto tokenizer = load_tokenizer(args.get("tokenizer", "clip-bpe"));

@@ -7,7 +7,9 @@
 
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
+#if TORCHCLIP_HAVE_OPENCV
 #include <opencv2/core/utility.hpp>
+#endif
 
 #include <functional>
 #include <map>
@@ -47,11 +49,16 @@ commands:
   data check    --data SOURCE [--json] [--workers N] [--tokenizer T] [--context-length N]
                 [--csv-img-key K] [--csv-caption-key K] [--csv-label-key K] [--csv-separator C]
                 reads a whole dataset as training would: usable and skipped samples by reason,
-                image sizes, caption lengths. SOURCE: a .csv/.tsv, tar shards ({a..b}, ::), synthetic:N
+                image sizes, caption lengths. SOURCE: a .csv/.tsv, tar shards ({a..b}, ::), synthetic:N,
+                a tensor file (.safetensors from data pack)
+  data pack     --data SOURCE --out FILE.safetensors [--image-size 224] [--resize pil|fast] [--workers N] [--json]
+                decodes SOURCE once into uint8 images (centre crop at --image-size) with captions and labels;
+                train, eval and zeroshot read FILE.safetensors as a source, with no image decoder
   bench model   --config NAME|FILE [--batch N] [--iters N] [--warmup N] [--precision fp32|bf16]
-                [--device cpu|cuda] [--threads N] [--grad-checkpointing] [--profile TRACE.json] [--json]
+                [--device cpu|cuda|cuda:N] [--threads N] [--grad-checkpointing] [--profile TRACE.json] [--json]
                 forward+backward samples/s, model FLOPs and utilisation against this machine's matmul rate
-  bench train   --config NAME|FILE [--batch N] [--iters N] [--precision fp32|bf16] [--threads N] [--nproc N [--bucket-mb MB]] [--json]
+  bench train   --config NAME|FILE [--batch N] [--iters N] [--precision fp32|bf16] [--device cpu|cuda|cuda:N] [--threads N]
+                [--nproc N [--bucket-mb MB]] [--openclip-compile] [--json]
                 [--rounds N] [--openclip-tuned-malloc] [--grad-checkpointing]
                 a whole training step (with AdamW) for torchclip and open_clip on the same model, and the ratio
                 (--rounds N: alternate them N times, median ratio; --openclip-tuned-malloc: open_clip once
@@ -76,7 +83,9 @@ commands:
 int main(int argc, char** argv) {
   // Parallelism comes from the data loader's workers; OpenCV's own thread pool would
   // oversubscribe the cores. A process-wide choice, so the program makes it, not the library.
+#if TORCHCLIP_HAVE_OPENCV
   cv::setNumThreads(0);
+#endif
   try {
     torchclip::install_cpu_caching_allocator();
   } catch (const std::exception& e) {

@@ -7,8 +7,10 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#if TORCHCLIP_HAVE_OPENCV
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#endif
 
 #include <chrono>
 #include <filesystem>
@@ -31,11 +33,14 @@ std::string write_images(const fs::path& dir, const BenchDataOptions& o) {
   for (int64_t i = 0; i < o.images(); ++i) {
     const std::string name = fmt::format("{:06d}.jpg", i);
     if (!fs::exists(dir / name)) {
+      data::require_image_decoders("bench data (JPEG test images)");
+#if TORCHCLIP_HAVE_OPENCV
       cv::Mat img(o.height(), o.width(), CV_8UC3);
       cv::RNG rng(static_cast<uint64_t>(i) + 1);
       rng.fill(img, cv::RNG::UNIFORM, 0, 255);
       cv::GaussianBlur(img, img, cv::Size(0, 0), 4.0);
       cv::imwrite((dir / name).string(), img, {cv::IMWRITE_JPEG_QUALITY, o.quality()});
+#endif
     }
     f << name << ",\"a photo of test image number " << i << "\"\n";
     bar.advance();

@@ -164,6 +164,7 @@ void visit_fields(V& v, DataCfg& d) {
   v.field("shuffle_buffer", d.shuffle_buffer(), Bound::non_negative());
   v.field("scale", d.scale());
   v.field("resize", d.resize());
+  v.field("normalize", d.normalize());
   v.field("max_consecutive_failures", d.max_consecutive_failures(), Bound::at_least(1));
 }
 

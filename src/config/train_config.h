@@ -34,6 +34,8 @@ struct DataCfg {
   TORCH_ARG(Pair, scale) = {0.9, 1.0};
   /// Image resizing: pil (Pillow's bicubic, byte-exact with open_clip) or fast (OpenCV).
   TORCH_ARG(ResizeMode, resize) = ResizeMode::kPil;
+  /// Where images are normalised (worker: float batches; device: uint8 batches); auto: device on CUDA.
+  TORCH_ARG(NormalizeOn, normalize) = NormalizeOn::kAuto;
   TORCH_ARG(int64_t, max_consecutive_failures) = 100;
 };
 

@@ -3,6 +3,8 @@
 // and every failure is a SampleError with a short reason the loader counts by.
 #pragma once
 
+#include "data/source.h"
+
 #include <opencv2/core/mat.hpp>
 
 #include <cstdint>
@@ -12,14 +14,6 @@
 #include <string_view>
 
 namespace torchclip::data {
-
-/// A sample that cannot be used. `reason` is a short stable key ("image_truncated", ...);
-/// what() says what happened.
-class SampleError : public std::runtime_error {
- public:
-  SampleError(std::string reason, const std::string& what) : std::runtime_error(what), reason(std::move(reason)) {}
-  std::string reason;
-};
 
 struct ImageHeader {
   std::string format;  // "jpeg", "png", "webp"

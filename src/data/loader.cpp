@@ -99,7 +99,8 @@ void Loader::run_worker(Worker& w, int64_t skip) {
     const SampleOptions sample_options = SampleOptions()
                                              .transform(options_.transform())
                                              .context_length(options_.context_length())
-                                             .max_image_pixels(options_.max_image_pixels());
+                                             .max_image_pixels(options_.max_image_pixels())
+                                             .normalize(options_.normalize());
     RawSample raw;
     for (int64_t n = 0; !stop_ && stream->next(raw); ++n) {
       if (n < skip) continue;  // resuming: already consumed

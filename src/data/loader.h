@@ -48,6 +48,8 @@ struct LoaderOptions {
   TORCH_ARG(ImageTransformOptions, transform) = {};
   /// Collate batches into page-locked memory (for asynchronous copies to a GPU).
   TORCH_ARG(bool, pin_memory) = false;
+  /// Float batches normalised by the workers; off: uint8 batches for normalize_images on the device.
+  TORCH_ARG(bool, normalize) = true;
 };
 
 /// Where the loader is within an epoch; enough to continue exactly (same worker count).

@@ -1,10 +1,12 @@
 #include "data/pipeline.h"
 
+#if TORCHCLIP_HAVE_OPENCV
 #include "data/image.h"
+#include <opencv2/core.hpp>
+#endif
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
-#include <opencv2/core.hpp>
 
 #include <cstring>
 #include <fstream>
@@ -36,22 +38,39 @@ Sample process_sample(RawSample& raw, const Tokenizer& tokenizer, const SampleOp
   s.label = raw.label;
   try {
     if (!raw.error_reason.empty()) throw SampleError(raw.error_reason, raw.error_message);
-    read_image_bytes(raw);
-    cv::Mat bgr = decode_image(raw.image_bytes, options.max_image_pixels());
-    s.width = bgr.cols;
-    s.height = bgr.rows;
     const int64_t S = options.transform().image_size();
-    s.image = at::empty({3, S, S}, at::kFloat);
-    transform_image(bgr, options.transform(), rng, s.image);
+    s.image = at::empty({3, S, S}, options.normalize() ? at::kFloat : at::kByte);
+    if (raw.pixels.defined()) {  // decoded already: [H, W, 3] uint8 RGB
+      const at::Tensor& p = raw.pixels;
+      TORCH_CHECK(p.dim() == 3 && p.size(2) == 3 && p.scalar_type() == at::kByte && p.is_contiguous(),
+                  "process_sample: pixels must be contiguous uint8 [H, W, 3]");
+      s.height = static_cast<int>(p.size(0));
+      s.width = static_cast<int>(p.size(1));
+      transform_pixels({p.data_ptr<uint8_t>(), s.height, s.width, 3, s.width * 3}, ChannelOrder::kRgb,
+                       options.transform(), rng, s.image);
+    } else {
+#if TORCHCLIP_HAVE_OPENCV
+      read_image_bytes(raw);
+      cv::Mat bgr = decode_image(raw.image_bytes, options.max_image_pixels());
+      s.width = bgr.cols;
+      s.height = bgr.rows;
+      transform_image(bgr, options.transform(), rng, s.image);
+#else
+      require_image_decoders(fmt::format("{}: an encoded image", raw.origin));
+#endif
+    }
     s.ids = tokenize_caption(tokenizer, raw.caption, options.context_length(), s.tokens);
     s.ok = true;
   } catch (const SampleError& e) {
     s.reason = e.reason;
     s.message = e.what();
-  } catch (const cv::Exception& e) {
+  }
+#if TORCHCLIP_HAVE_OPENCV
+  catch (const cv::Exception& e) {
     s.reason = "image_corrupt";
     s.message = e.what();
   }
+#endif
   return s;
 }
 
@@ -60,13 +79,15 @@ void collate(std::vector<Sample>& samples, Batch& out, const CollateOptions& opt
   const int64_t n = static_cast<int64_t>(samples.size()), T = static_cast<int64_t>(samples[0].ids.size());
   const auto sizes = samples[0].image.sizes().vec();  // [3, S, S]
   const int64_t per_image = samples[0].image.numel();
+  const at::ScalarType dtype = samples[0].image.scalar_type();  // float, or uint8 to normalise on the device
+  const size_t image_bytes = static_cast<size_t>(per_image) * samples[0].image.element_size();
   if (options.pin_memory())
     TORCH_CHECK(at::hasCUDA(), "collate: pin_memory needs a CUDA build of torchclip and a CUDA device; this process has none");
   auto opts = at::TensorOptions().pinned_memory(options.pin_memory());
-  out.images = at::empty({n, sizes[0], sizes[1], sizes[2]}, opts.dtype(at::kFloat));  // [B, 3, S, S]
+  out.images = at::empty({n, sizes[0], sizes[1], sizes[2]}, opts.dtype(dtype));  // [B, 3, S, S]
   out.texts = at::empty({n, T}, opts.dtype(at::kLong));                                // [B, T]
   out.labels = at::empty({n}, opts.dtype(at::kLong));                                  // [B]
-  float* dst = out.images.data_ptr<float>();
+  auto* dst = static_cast<char*>(out.images.data_ptr());
   int64_t* texts = out.texts.data_ptr<int64_t>();
   int64_t* labels = out.labels.data_ptr<int64_t>();
   out.origins.clear();
@@ -76,9 +97,10 @@ void collate(std::vector<Sample>& samples, Batch& out, const CollateOptions& opt
   out.token_counts.clear();
   for (int64_t i = 0; i < n; ++i) {
     Sample& s = samples[i];
-    TORCH_CHECK(s.ok && s.image.numel() == per_image && static_cast<int64_t>(s.ids.size()) == T,
-                "collate: sample ", i, " (", s.origin, ") is unusable or of another shape");
-    std::memcpy(dst + i * per_image, s.image.data_ptr<float>(), per_image * sizeof(float));
+    TORCH_CHECK(s.ok && s.image.numel() == per_image && s.image.scalar_type() == dtype &&
+                    static_cast<int64_t>(s.ids.size()) == T,
+                "collate: sample ", i, " (", s.origin, ") is unusable or of another shape or type");
+    std::memcpy(dst + i * image_bytes, s.image.data_ptr(), image_bytes);
     for (int64_t t = 0; t < T; ++t) texts[i * T + t] = s.ids[t];
     labels[i] = s.label;
     out.origins.push_back(std::move(s.origin));

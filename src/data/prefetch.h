@@ -6,10 +6,15 @@
 
 #include "data/loader.h"
 
+#include <c10/core/Device.h>
+#include <c10/core/Event.h>
+#include <c10/core/Stream.h>
+
 #include <condition_variable>
 #include <deque>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace torchclip::data {
@@ -50,6 +55,51 @@ class BatchPrefetcher {
   std::deque<Item> queue_;
   bool stop_ = false, finished_ = false;
   std::thread thread_;
+};
+
+/// A batch on the model's device.
+struct DeviceBatch {
+  at::Tensor images;  // [B, 3, S, S] float, normalised (on the device when the loader gave uint8)
+  at::Tensor texts;   // [B, T'] int64; T' <= context_length when trimmed to the longest caption
+  int64_t epoch = 0;
+};
+
+struct DeviceFeedOptions {
+  /// Cut the token columns after the longest caption's end (from the host-side token counts), so
+  /// no device work or sync is spent on padding. Exact only for a causal text tower pooled at or
+  /// before the end token (the trainer decides).
+  TORCH_ARG(bool, trim_text) = false;
+  /// Batches copied ahead (0: copy when asked; 1: the next batch's copy runs during this step).
+  TORCH_ARG(int64_t, ahead) = 1;
+};
+
+/// The loader's batches on a device, one ahead: on CUDA, while a step runs on batch k, batch
+/// k + 1 (collated in pinned memory) is copied non_blocking on a side stream; next() makes the
+/// compute stream wait for that copy's event and marks the memory as used there. uint8 images
+/// are normalised on the device (normalize_images), float ones are copied as they are. An epoch
+/// that ends rolls over to the next; an epoch that yields no batch at all is an error saying so.
+/// state() is the loader position after the last batch next() returned, so checkpoints resume
+/// exactly with the in-flight batch read again.
+class DeviceFeed {
+ public:
+  DeviceFeed(Loader& loader, c10::Device device, DeviceFeedOptions options = {});
+  DeviceBatch next();
+  LoaderState state() const { return state_; }
+
+ private:
+  struct Pending {
+    at::Tensor images, texts;
+    LoaderState state;
+    std::optional<c10::Event> copied;  // recorded on the side stream after this batch's copies
+  };
+  Pending fetch();
+
+  Loader& loader_;
+  c10::Device device_;
+  DeviceFeedOptions options_;
+  std::optional<c10::Stream> side_;  // CUDA only
+  std::deque<Pending> pending_;
+  LoaderState state_;
 };
 
 }  // namespace torchclip::data

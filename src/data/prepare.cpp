@@ -1,9 +1,12 @@
 #include "data/prepare.h"
 
 #include "data/tar.h"
+#include "data/transform.h"
 
 #include <fmt/format.h>
+#if TORCHCLIP_HAVE_OPENCV
 #include <opencv2/imgcodecs.hpp>
+#endif
 #include <zlib.h>
 
 #include <filesystem>
@@ -90,6 +93,7 @@ void write_lines(const fs::path& path, const std::vector<std::string>& lines) {
 }  // namespace
 
 PrepareResult prepare_fashion_mnist(const PrepareFashionMnistOptions& o) {
+  require_image_decoders("prepare fashion-mnist (PNG encoding)");
   if (o.format() != "csv" && o.format() != "wds")
     throw std::invalid_argument(fmt::format("--format must be csv or wds, got '{}'", o.format()));
   const fs::path out(o.out());
@@ -113,9 +117,13 @@ PrepareResult prepare_fashion_mnist(const PrepareFashionMnistOptions& o) {
       const int label = labels[i];
       if (label < 0 || label >= static_cast<int>(classes.size()))
         throw std::runtime_error(fmt::format("{}: label {} of item {} is not in 0..9", o.source(), label, i));
-      cv::Mat img(static_cast<int>(H), static_cast<int>(W), CV_8UC1, images.data() + i * H * W);
       std::vector<unsigned char> png;
+#if TORCHCLIP_HAVE_OPENCV
+      cv::Mat img(static_cast<int>(H), static_cast<int>(W), CV_8UC1, images.data() + i * H * W);
       cv::imencode(".png", img, png);
+#else
+      (void)H, (void)W;  // refused at the top: no PNG encoder in this build
+#endif
       const std::string rel = fmt::format("images/{}/{:05d}.png", split, i);
       std::ofstream(out / rel, std::ios::binary).write(reinterpret_cast<const char*>(png.data()), png.size());
       const std::string caption = fill(templates[rng() % templates.size()], classes[label]);

@@ -1,13 +1,18 @@
 #include "data/source.h"
 
-#include "data/image.h"
 #include "data/tar.h"
+#include "data/transform.h"
 #include "io/fsutil.h"
+#include "io/safetensors.h"
 
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#if TORCHCLIP_HAVE_OPENCV
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#endif
 
 #include <algorithm>
 #include <cstring>
@@ -314,8 +319,9 @@ class WebDatasetSource : public SampleSource {
 class SyntheticSource : public SampleSource {
  public:
   SyntheticSource(int64_t count, int w, int h, int quality) : count_(count), w_(w), h_(h) {
-    // A few distinct encoded images, reused: generating is not what benchmarks should measure.
+    // A few distinct images, reused: generating is not what benchmarks should measure.
     for (int k = 0; k < 8; ++k) {
+#if TORCHCLIP_HAVE_OPENCV
       cv::Mat img(h, w, CV_8UC3);
       cv::RNG rng(k + 1);
       rng.fill(img, cv::RNG::UNIFORM, 0, 255);
@@ -323,6 +329,13 @@ class SyntheticSource : public SampleSource {
       std::vector<unsigned char> buf;
       cv::imencode(".jpg", img, buf, {cv::IMWRITE_JPEG_QUALITY, quality});
       images_.emplace_back(buf.begin(), buf.end());
+#else
+      // No encoder in this build: the same kind of smooth noise, handed over as decoded pixels.
+      at::Tensor noise = at::randint(0, 256, {1, 3, h, w}, at::make_generator<at::CPUGeneratorImpl>(k + 1),
+                                     at::TensorOptions().dtype(at::kFloat));
+      at::Tensor smooth = at::avg_pool2d(noise, 7, 1, 3, /*ceil_mode=*/false, /*count_include_pad=*/false);
+      pixels_.push_back(smooth[0].permute({1, 2, 0}).round().clamp(0, 255).to(at::kByte).contiguous());  // [H, W, 3]
+#endif
     }
   }
   std::unique_ptr<SampleStream> open(const StreamSpec& spec) const override {
@@ -334,7 +347,8 @@ class SyntheticSource : public SampleSource {
         if (pos >= indices.size()) return false;
         const int64_t i = indices[pos++];
         out = RawSample();
-        out.image_bytes = src->images_[i % src->images_.size()];
+        if (src->images_.empty()) out.pixels = src->pixels_[i % src->pixels_.size()];
+        else out.image_bytes = src->images_[i % src->images_.size()];
         out.caption = fmt::format("a synthetic photo number {} of pattern {}", i, i % 8);
         out.label = i % 8;
         out.origin = fmt::format("synthetic:{}", i);
@@ -352,7 +366,75 @@ class SyntheticSource : public SampleSource {
  private:
   int64_t count_;
   int w_, h_;
-  std::vector<std::string> images_;
+  std::vector<std::string> images_;  // JPEG bytes (builds with OpenCV)
+  std::vector<at::Tensor> pixels_;   // uint8 [H, W, 3] (builds without)
+};
+
+// ---- tensor files (`torchclip data pack`) ---------------------------------------------------
+
+class PackSource : public SampleSource {
+ public:
+  explicit PackSource(std::string path) : path_(std::move(path)) {
+    SafetensorsFile f = map_safetensors(path_);
+    auto fail = [&](const std::string& what) {
+      return std::runtime_error(fmt::format("{}: not a torchclip tensor file ({}); write one with `torchclip data pack`",
+                                            path_, what));
+    };
+    auto it = f.metadata.find("format");
+    if (it == f.metadata.end() || it->second != kPackFormat) throw fail("no __metadata__ format: " + std::string(kPackFormat));
+    auto tensor = [&](const char* name, at::ScalarType type, int64_t dim) {
+      auto t = f.tensors.find(name);
+      if (t == f.tensors.end()) throw fail(fmt::format("no tensor '{}'", name));
+      if (t->second.scalar_type() != type || t->second.dim() != dim)
+        throw fail(fmt::format("tensor '{}' is {} with {} dimensions, expected {} with {}", name,
+                               c10::toString(t->second.scalar_type()), t->second.dim(), c10::toString(type), dim));
+      return t->second;
+    };
+    images_ = tensor("images", at::kByte, 4);  // [N, H, W, 3]
+    caption_bytes_ = tensor("caption_bytes", at::kByte, 1);
+    offsets_ = tensor("caption_offsets", at::kLong, 1);  // [N + 1]
+    labels_ = tensor("labels", at::kLong, 1);            // [N]
+    const int64_t n = images_.size(0);
+    if (images_.size(3) != 3) throw fail(fmt::format("images have {} channels, expected [N, H, W, 3]", images_.size(3)));
+    if (offsets_.size(0) != n + 1 || labels_.size(0) != n)
+      throw fail(fmt::format("{} images but {} caption offsets and {} labels", n, offsets_.size(0), labels_.size(0)));
+    const int64_t* off = offsets_.data_ptr<int64_t>();
+    for (int64_t i = 0; i < n; ++i)
+      if (off[i] > off[i + 1]) throw fail(fmt::format("caption_offsets decrease at {}", i));
+    if (off[0] != 0 || off[n] != caption_bytes_.size(0))
+      throw fail(fmt::format("caption_offsets span [{}, {}], caption_bytes has {}", off[0], off[n], caption_bytes_.size(0)));
+  }
+  std::unique_ptr<SampleStream> open(const StreamSpec& spec) const override {
+    struct Stream : SampleStream {
+      const PackSource* src;
+      std::vector<int64_t> indices;
+      size_t pos = 0;
+      bool next(RawSample& out) override {
+        if (pos >= indices.size()) return false;
+        const int64_t i = indices[pos++];
+        const int64_t* off = src->offsets_.data_ptr<int64_t>();
+        out = RawSample();
+        out.pixels = src->images_[i];  // a view of the mapping: [H, W, 3]
+        out.caption.assign(reinterpret_cast<const char*>(src->caption_bytes_.data_ptr<uint8_t>()) + off[i],
+                           static_cast<size_t>(off[i + 1] - off[i]));
+        out.label = src->labels_.data_ptr<int64_t>()[i];
+        out.origin = fmt::format("{}:{}", src->path_, i);
+        return true;
+      }
+    };
+    auto s = std::make_unique<Stream>();
+    s->src = this;
+    s->indices = stripe(permutation(size(), spec.seed, spec.epoch, spec.shuffle), spec);
+    return s;
+  }
+  int64_t size() const override { return images_.size(0); }
+  std::string describe() const override {
+    return fmt::format("tensor file {} ({} images of {}x{})", path_, images_.size(0), images_.size(2), images_.size(1));
+  }
+
+ private:
+  std::string path_;
+  at::Tensor images_, caption_bytes_, offsets_, labels_;
 };
 
 }  // namespace
@@ -374,6 +456,7 @@ std::vector<std::string> expand_image_paths(const std::vector<std::string>& path
 }
 
 std::shared_ptr<SampleSource> image_files_source(const std::vector<std::string>& paths) {
+  require_image_decoders(fmt::format("{}: image files", fmt::join(paths, ", ")));
   auto files = expand_image_paths(paths);
   if (files.empty()) throw std::runtime_error(fmt::format("no image files (.jpg .jpeg .png .webp .bmp) in {}", fmt::join(paths, ", ")));
   return std::make_shared<ImageFilesSource>(std::move(files), std::vector<int64_t>{},
@@ -392,6 +475,7 @@ std::vector<std::string> image_folder_classes(const std::string& root) {
 }
 
 std::shared_ptr<SampleSource> image_folder_source(const std::string& root, const std::vector<std::string>& classes) {
+  require_image_decoders(fmt::format("{}: an ImageFolder tree", root));
   auto folders = image_folder_classes(root);
   auto spaced = [](std::string n) {
     std::replace(n.begin(), n.end(), '_', ' ');
@@ -504,9 +588,14 @@ std::vector<std::string> expand_shards(const std::string& spec) {
 }
 
 std::shared_ptr<SampleSource> csv_source(const std::string& path, const CsvOptions& o) {
+  require_image_decoders(fmt::format("{}: a CSV of image files", path));
   return std::make_shared<CsvSource>(path, o);
 }
-std::shared_ptr<SampleSource> webdataset_source(const std::string& spec) { return std::make_shared<WebDatasetSource>(spec); }
+std::shared_ptr<SampleSource> webdataset_source(const std::string& spec) {
+  require_image_decoders(fmt::format("{}: WebDataset shards", spec));
+  return std::make_shared<WebDatasetSource>(spec);
+}
+std::shared_ptr<SampleSource> pack_source(const std::string& path) { return std::make_shared<PackSource>(path); }
 std::shared_ptr<SampleSource> synthetic_source(int64_t count, int w, int h, int quality) {
   return std::make_shared<SyntheticSource>(count, w, h, quality);
 }
@@ -519,11 +608,13 @@ std::shared_ptr<SampleSource> open_source(const std::string& spec, const CsvOpti
       throw std::invalid_argument(fmt::format("'{}': expected synthetic:COUNT[:WIDTHxHEIGHT]", spec));
     return synthetic_source(n, w, h);
   }
+  if (fs::path(spec).extension() == ".safetensors") return pack_source(spec);
   if (spec.find(".tar") != std::string::npos) return webdataset_source(spec);
   if (fs::is_directory(spec)) return image_folder_source(spec, image_folder_classes(spec));
   if (!fs::is_regular_file(spec))
     throw std::runtime_error(fmt::format("'{}': no such file; a data source is a .csv/.tsv file, WebDataset .tar "
-                                         "shards (brace ranges and '::' allowed), an ImageFolder tree or synthetic:COUNT",
+                                         "shards (brace ranges and '::' allowed), a .safetensors tensor file (torchclip data pack), an "
+                                         "ImageFolder tree or synthetic:COUNT",
                                          spec));
   return csv_source(spec, csv);
 }

@@ -3,17 +3,28 @@
 // ranks and loader workers read disjoint parts and every sample is seen once per epoch.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <torch/arg.h>
 
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace torchclip::data {
 
-/// One image-caption pair before decoding. Either `image_bytes` or `image_path` is set.
+/// A sample that cannot be used. `reason` is a short stable key ("image_truncated", ...);
+/// what() says what happened.
+class SampleError : public std::runtime_error {
+ public:
+  SampleError(std::string reason, const std::string& what) : std::runtime_error(what), reason(std::move(reason)) {}
+  std::string reason;
+};
+
+/// One image-caption pair before decoding. One of `pixels`, `image_bytes` or `image_path` is set.
 struct RawSample {
+  at::Tensor pixels;       // uint8 [H, W, 3] RGB, already decoded (a tensor file's view)
   std::string image_bytes;
   std::string image_path;  // read by the worker (CSV)
   std::string caption;
@@ -85,8 +96,15 @@ std::vector<std::string> image_folder_classes(const std::string& root);
 /// underscores read as spaces ("ankle_boot" is "ankle boot"); otherwise an error lists the classes.
 std::shared_ptr<SampleSource> image_folder_source(const std::string& root, const std::vector<std::string>& classes);
 
-/// Chooses by the spec: "synthetic:N[:WxH]", a .tar shard pattern, a folder (ImageFolder tree
-/// labelled by its sorted folder names), else a CSV/TSV file.
+/// A tensor file written by write_pack (`torchclip data pack`): uint8 RGB images [N, H, W, 3]
+/// with their captions and labels, memory-mapped, decoded already: it needs no image decoder.
+/// A file that is not one is an error naming it and what is missing.
+std::shared_ptr<SampleSource> pack_source(const std::string& path);
+/// The `format` metadata value a tensor file carries.
+constexpr const char* kPackFormat = "torchclip-pack-v1";
+
+/// Chooses by the spec: "synthetic:N[:WxH]", a .safetensors tensor file, a .tar shard pattern, a
+/// folder (ImageFolder tree labelled by its sorted folder names), else a CSV/TSV file.
 std::shared_ptr<SampleSource> open_source(const std::string& spec, const CsvOptions& csv = {});
 
 /// Brace expansion of shard names: "a-{00..02}.tar::b.tar" -> a-00.tar a-01.tar a-02.tar b.tar.

@@ -1,6 +1,6 @@
 #include "data/tar.h"
 
-#include "data/image.h"  // SampleError
+#include "data/source.h"  // SampleError
 
 #include <fmt/format.h>
 

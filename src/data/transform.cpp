@@ -1,13 +1,17 @@
 #include "data/transform.h"
 
 #include <ATen/ATen.h>
+#if TORCHCLIP_HAVE_OPENCV
 #include <opencv2/imgproc.hpp>
+#endif
 
 #include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <stdexcept>
 #include <vector>
 
 namespace torchclip::data {
@@ -95,15 +99,20 @@ uint8_t clip8(int32_t sum) {
 }
 
 /// One resampling pass along x (horizontal) or y (vertical) of an 8-bit image with C channels.
-cv::Mat resample_pass(const cv::Mat& src, int out_size, bool horizontal) {
-  const int C = src.channels();
+Pixels resample_pass(const PixelView& src, int out_size, bool horizontal) {
+  const int C = src.channels;
   const Taps t = bicubic_taps(horizontal ? src.cols : src.rows, out_size);
-  cv::Mat dst(horizontal ? src.rows : out_size, horizontal ? out_size : src.cols, src.type());
+  Pixels dst;
+  dst.rows = horizontal ? src.rows : out_size;
+  dst.cols = horizontal ? out_size : src.cols;
+  dst.channels = C;
+  dst.data.resize(static_cast<size_t>(dst.rows) * dst.cols * C);
+  const int64_t dst_step = static_cast<int64_t>(dst.cols) * C;
   const int32_t half = 1 << (kPrecisionBits - 1);
   if (horizontal && C == 3) {  // the common case, all three channels per tap
     for (int y = 0; y < src.rows; ++y) {
-      const uint8_t* in = src.ptr<uint8_t>(y);
-      uint8_t* out = dst.ptr<uint8_t>(y);
+      const uint8_t* in = src.row(y);
+      uint8_t* out = dst.data.data() + y * dst_step;
       for (int xx = 0; xx < out_size; ++xx) {
         const int32_t* w = &t.weights[static_cast<size_t>(xx) * t.ksize];
         const uint8_t* p = in + static_cast<ptrdiff_t>(t.first[xx]) * 3;
@@ -120,8 +129,8 @@ cv::Mat resample_pass(const cv::Mat& src, int out_size, bool horizontal) {
     }
   } else if (horizontal) {
     for (int y = 0; y < src.rows; ++y) {
-      const uint8_t* in = src.ptr<uint8_t>(y);
-      uint8_t* out = dst.ptr<uint8_t>(y);
+      const uint8_t* in = src.row(y);
+      uint8_t* out = dst.data.data() + y * dst_step;
       for (int xx = 0; xx < out_size; ++xx) {
         const int32_t* w = &t.weights[static_cast<size_t>(xx) * t.ksize];
         const uint8_t* p = in + static_cast<ptrdiff_t>(t.first[xx]) * C;
@@ -139,17 +148,30 @@ cv::Mat resample_pass(const cv::Mat& src, int out_size, bool horizontal) {
       const int32_t* w = &t.weights[static_cast<size_t>(yy) * t.ksize];
       std::fill(acc.begin(), acc.end(), half);
       for (int y = 0; y < t.count[yy]; ++y) {
-        const uint8_t* in = src.ptr<uint8_t>(t.first[yy] + y);
+        const uint8_t* in = src.row(t.first[yy] + y);
         const int32_t wy = w[y];
         for (int i = 0; i < row; ++i) acc[i] += in[i] * wy;
       }
-      uint8_t* out = dst.ptr<uint8_t>(yy);
+      uint8_t* out = dst.data.data() + yy * dst_step;
       for (int i = 0; i < row; ++i) out[i] = clip8(acc[i]);
     }
   }
   return dst;
 }
 
+/// A copy with packed rows (what a resize that changes nothing returns).
+Pixels copy_pixels(const PixelView& src) {
+  Pixels p;
+  p.rows = src.rows;
+  p.cols = src.cols;
+  p.channels = src.channels;
+  const size_t row = static_cast<size_t>(src.cols) * src.channels;
+  p.data.resize(row * src.rows);
+  for (int y = 0; y < src.rows; ++y) std::memcpy(p.data.data() + y * row, src.row(y), row);
+  return p;
+}
+
+#if TORCHCLIP_HAVE_OPENCV
 /// OpenCV resize: shrinking by k >= 2 (k the rounded smaller factor) runs as a bilinear
 /// resize to k times the target, which then shrinks by at most ~1.7x, followed by an exact k x k
 /// box average: 3x faster than OpenCV's general area interpolation for the same smoothing.
@@ -168,50 +190,143 @@ cv::Mat resize_fast(const cv::Mat& src, int width, int height) {
   }
   return dst;
 }
+#endif
 
-cv::Mat resize(const cv::Mat& src, int width, int height, ResizeMode mode) {
-  return mode == ResizeMode::kPil ? resize_pil_bicubic(src, width, height) : resize_fast(src, width, height);
+/// The pixels resized to width x height, by `mode`.
+Pixels resize(const PixelView& src, int width, int height, ResizeMode mode) {
+  if (mode == ResizeMode::kPil) return resize_pil_bicubic(src, width, height);
+#if TORCHCLIP_HAVE_OPENCV
+  const cv::Mat in(src.rows, src.cols, CV_8UC(src.channels), const_cast<uint8_t*>(src.data), static_cast<size_t>(src.step));
+  const cv::Mat out = resize_fast(in, width, height);
+  return copy_pixels(pixel_view(out));
+#else
+  require_image_decoders("data.resize: fast (OpenCV's resize)");
+  return {};
+#endif
+}
+
+/// RGB CHW planes from interleaved S x S pixels: through a per-channel table into float, or
+/// copied as uint8.
+void write_planes(const PixelView& square, ChannelOrder order, const ImageTransformOptions& o, at::Tensor& out) {
+  const int S = square.rows;
+  TORCH_CHECK(square.channels == 3 && square.cols == S, "transform: expects 3-channel square pixels, got ", square.cols,
+              "x", square.rows, "x", square.channels);
+  TORCH_CHECK(out.is_contiguous() && (out.scalar_type() == at::kFloat || out.scalar_type() == at::kByte) &&
+                  out.numel() == 3 * static_cast<int64_t>(S) * S,
+              "transform: out must be a contiguous float or uint8 tensor [3, ", S, ", ", S, "]");
+  const int64_t plane = static_cast<int64_t>(S) * S;
+  int src_channel[3];
+  for (int c = 0; c < 3; ++c) src_channel[c] = order == ChannelOrder::kBgr ? 2 - c : c;
+  if (out.scalar_type() == at::kByte) {
+    uint8_t* dst = out.data_ptr<uint8_t>();
+    for (int y = 0; y < S; ++y) {
+      const uint8_t* in = square.row(y);
+      for (int c = 0; c < 3; ++c) {
+        uint8_t* d = dst + c * plane + static_cast<int64_t>(y) * S;
+        const uint8_t* p = in + src_channel[c];
+        for (int x = 0; x < S; ++x) d[x] = p[x * 3];
+      }
+    }
+    return;
+  }
+  // (x / 255 - mean) / std as x * a + b in float, rounded after each operation exactly as
+  // normalize_images computes it, so both paths give the same floats.
+  float lut[3][256];
+  for (int c = 0; c < 3; ++c) {
+    const float a = static_cast<float>(1.0 / (255.0 * o.std()[c])), b = static_cast<float>(-o.mean()[c] / o.std()[c]);
+    for (int v = 0; v < 256; ++v) {
+      volatile float scaled = static_cast<float>(v) * a;  // no fused multiply-add: two roundings
+      lut[c][v] = scaled + b;
+    }
+  }
+  float* dst = out.data_ptr<float>();
+  for (int y = 0; y < S; ++y) {
+    const uint8_t* in = square.row(y);
+    for (int c = 0; c < 3; ++c) {
+      float* d = dst + c * plane + static_cast<int64_t>(y) * S;
+      const uint8_t* p = in + src_channel[c];
+      const float* table = lut[c];
+      for (int x = 0; x < S; ++x) d[x] = table[p[x * 3]];
+    }
+  }
 }
 
 }  // namespace
 
-cv::Mat resize_pil_bicubic(const cv::Mat& src, int width, int height) {
-  TORCH_CHECK(src.depth() == CV_8U && src.channels() >= 1 && src.channels() <= 4 && width > 0 && height > 0,
+Pixels resize_pil_bicubic(const PixelView& src, int width, int height) {
+  TORCH_CHECK(src.data && src.channels >= 1 && src.channels <= 4 && width > 0 && height > 0,
               "resize_pil_bicubic: expects an 8-bit image of 1 to 4 channels and a positive size");
   // Pillow skips a pass whose size is unchanged; it rounds to uint8 between the two passes.
-  cv::Mat out = src;
-  if (width != src.cols) out = resample_pass(out, width, /*horizontal=*/true);
-  if (height != src.rows) out = resample_pass(out, height, /*horizontal=*/false);
-  return out.data == src.data ? src.clone() : out;
+  if (width == src.cols && height == src.rows) return copy_pixels(src);
+  if (width == src.cols) return resample_pass(src, height, /*horizontal=*/false);
+  Pixels h = resample_pass(src, width, /*horizontal=*/true);
+  return height == src.rows ? h : resample_pass(h.view(), height, /*horizontal=*/false);
 }
 
-void transform_image(const cv::Mat& bgr, const ImageTransformOptions& o, std::mt19937_64& rng, at::Tensor& out) {
+void transform_pixels(const PixelView& src, ChannelOrder order, const ImageTransformOptions& o, std::mt19937_64& rng,
+                      at::Tensor& out) {
   const int S = static_cast<int>(o.image_size());
-  cv::Mat square;
+  TORCH_CHECK(src.rows > 0 && src.cols > 0 && src.channels == 3, "transform: expects 3-channel pixels, got ", src.cols,
+              "x", src.rows, "x", src.channels);
+  Pixels resized;
+  PixelView square;
   if (o.train()) {
-    CropBox b = random_resized_crop_box(bgr.rows, bgr.cols, o, rng);
-    square = resize(bgr(cv::Rect(b.left, b.top, b.width, b.height)), S, S, o.resize());
+    const CropBox b = random_resized_crop_box(src.rows, src.cols, o, rng);
+    resized = resize(src.crop(b), S, S, o.resize());
+    square = resized.view();
+  } else if (src.rows == S && src.cols == S) {
+    square = src;  // already the evaluation size (a tensor file packed at it): nothing to resample
   } else {
     // Resize so the shorter side is S (torchvision Resize(S)), then centre-crop S x S.
-    const bool portrait = bgr.rows > bgr.cols;
-    const int short_side = portrait ? bgr.cols : bgr.rows, long_side = portrait ? bgr.rows : bgr.cols;
+    const bool portrait = src.rows > src.cols;
+    const int short_side = portrait ? src.cols : src.rows, long_side = portrait ? src.rows : src.cols;
     const int new_long = static_cast<int>(static_cast<int64_t>(S) * long_side / short_side);
-    cv::Mat resized = portrait ? resize(bgr, S, new_long, o.resize()) : resize(bgr, new_long, S, o.resize());
+    resized = portrait ? resize(src, S, new_long, o.resize()) : resize(src, new_long, S, o.resize());
     // Python's round() (half to even), as torchvision's center_crop.
     const int top = static_cast<int>(std::nearbyint((resized.rows - S) / 2.0));
     const int left = static_cast<int>(std::nearbyint((resized.cols - S) / 2.0));
-    square = resized(cv::Rect(left, top, S, S));
+    square = resized.view().crop({top, left, S, S});
   }
-  // HWC BGR uint8 -> CHW RGB float, (x / 255 - mean) / std, one vectorised pass per plane.
-  TORCH_CHECK(out.is_contiguous() && out.scalar_type() == at::kFloat && out.numel() == 3 * S * S,
-              "transform_image: out must be a contiguous float tensor [3, ", S, ", ", S, "]");
-  float* dst = out.data_ptr<float>();
-  cv::Mat planes[3];
-  cv::split(square, planes);  // B, G, R
-  for (int c = 0; c < 3; ++c) {
-    cv::Mat plane(S, S, CV_32F, dst + static_cast<int64_t>(c) * S * S);
-    planes[2 - c].convertTo(plane, CV_32F, 1.0 / (255.0 * o.std()[c]), -o.mean()[c] / o.std()[c]);
-  }
+  write_planes(square, order, o, out);
 }
+
+at::Tensor normalize_images(const at::Tensor& images, const Rgb& mean, const Rgb& std) {
+  TORCH_CHECK(images.dim() == 4 && images.size(1) == 3 && images.scalar_type() == at::kByte,
+              "normalize_images: expects uint8 images [B, 3, S, S], got ", images.scalar_type(), " ", images.sizes());
+  at::Tensor out = images.to(at::kFloat);  // [B, 3, S, S]
+  for (int64_t c = 0; c < 3; ++c) {
+    // Scalars, not small tensors: nothing is copied from the host, so nothing waits on a GPU.
+    const float a = static_cast<float>(1.0 / (255.0 * std[c])), b = static_cast<float>(-mean[c] / std[c]);
+    out.select(1, c).mul_(a).add_(b);
+  }
+  return out;
+}
+
+bool have_image_decoders() { return TORCHCLIP_HAVE_OPENCV != 0; }
+
+void require_image_decoders(const std::string& what) {
+  if (!have_image_decoders())
+    throw std::runtime_error(what + " needs OpenCV (image decoding and encoding), and this torchclip was built with "
+                                    "TORCHCLIP_OPENCV=OFF: rebuild with -DTORCHCLIP_OPENCV=ON, or pack the images into a "
+                                    "tensor file with `torchclip data pack` on a build that has it and use that");
+}
+
+#if TORCHCLIP_HAVE_OPENCV
+PixelView pixel_view(const cv::Mat& m) {
+  TORCH_CHECK(m.depth() == CV_8U && m.channels() >= 1 && m.channels() <= 4, "pixel_view: expects an 8-bit image");
+  return {m.data, m.rows, m.cols, m.channels(), static_cast<int64_t>(m.step[0])};
+}
+
+cv::Mat resize_pil_bicubic(const cv::Mat& src, int width, int height) {
+  TORCH_CHECK(src.depth() == CV_8U && src.channels() >= 1 && src.channels() <= 4 && width > 0 && height > 0,
+              "resize_pil_bicubic: expects an 8-bit image of 1 to 4 channels and a positive size");
+  Pixels p = resize_pil_bicubic(pixel_view(src), width, height);
+  return cv::Mat(p.rows, p.cols, CV_8UC(p.channels), p.data.data()).clone();
+}
+
+void transform_image(const cv::Mat& bgr, const ImageTransformOptions& o, std::mt19937_64& rng, at::Tensor& out) {
+  transform_pixels(pixel_view(bgr), ChannelOrder::kBgr, o, rng, out);
+}
+#endif
 
 }  // namespace torchclip::data

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string_view>
@@ -137,8 +138,17 @@ const DType& dtype_by_type(at::ScalarType t, const std::string& tensor) {
 
 }  // namespace
 
-void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+namespace {
+
+struct HeaderEntry {
+  std::string name;
+  const DType* dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin, end;
+};
+
+/// The JSON header for `entries` (in data order) and `metadata`, unpadded.
+std::string header_json(const std::vector<HeaderEntry>& entries, const std::map<std::string, std::string>& metadata) {
   std::string header = "{";
   if (!metadata.empty()) {
     header += "\"__metadata__\":{";
@@ -149,6 +159,26 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
     }
     header += "}";
   }
+  for (const auto& e : entries) {
+    std::string shape;
+    for (size_t i = 0; i < e.shape.size(); ++i) shape += fmt::format("{}{}", i ? "," : "", e.shape[i]);
+    header += fmt::format("{}{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+                          header.size() > 1 ? "," : "", json_quote(e.name), e.dtype->name, shape, e.begin, e.end);
+  }
+  return header + "}";
+}
+
+std::string length_prefix(uint64_t n) {
+  std::string out;
+  for (int i = 0; i < 8; ++i) out += static_cast<char>((n >> (8 * i)) & 0xFF);
+  return out;
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  std::vector<HeaderEntry> entries;
   std::vector<at::Tensor> data;
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
@@ -156,22 +186,105 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
     const DType& d = dtype_by_type(t.scalar_type(), name);
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
     const uint64_t bytes = static_cast<uint64_t>(c.numel()) * d.size;
-    std::string shape;
-    for (int64_t i = 0; i < c.dim(); ++i) shape += fmt::format("{}{}", i ? "," : "", c.size(i));
-    header += fmt::format("{}{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
-                          header.size() > 1 ? "," : "", json_quote(name), d.name, shape, offset, offset + bytes);
+    entries.push_back({name, &d, c.sizes().vec(), offset, offset + bytes});
     offset += bytes;
     data.push_back(c);
   }
-  header += "}";
+  std::string header = header_json(entries, metadata);
   while (header.size() % 8) header += ' ';  // align the data to 8 bytes
   std::string out;
   out.reserve(8 + header.size() + offset);
-  const uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) out += static_cast<char>((n >> (8 * i)) & 0xFF);
+  out += length_prefix(header.size());
   out += header;
   for (const auto& c : data) out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
   write_file_atomic(path, out);
+}
+
+struct SafetensorsWriter::Impl {
+  std::string path, tmp;
+  int fd = -1;
+  size_t reserve = 0;
+  uint64_t offset = 0, begin = 0;  // bytes written after the header; where the open tensor began
+  std::vector<HeaderEntry> entries;
+  const DType* open = nullptr;
+  std::string open_name;
+
+  void write_at(const void* data, size_t bytes, off_t at) {
+    const char* p = static_cast<const char*>(data);
+    while (bytes > 0) {
+      const ssize_t w = ::pwrite(fd, p, bytes, at);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) throw SafetensorsError(fmt::format("{}: write failed: {}", tmp, std::strerror(errno)));
+      p += w;
+      bytes -= static_cast<size_t>(w);
+      at += w;
+    }
+  }
+};
+
+SafetensorsWriter::SafetensorsWriter(const std::string& path, size_t header_reserve) : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+  impl_->reserve = (header_reserve + 7) / 8 * 8;
+  std::string templ = path + ".tmp.XXXXXX";  // unique: two writers of one path never share it
+  impl_->fd = ::mkstemp(templ.data());
+  if (impl_->fd < 0) throw SafetensorsError(fmt::format("{}: cannot create a temporary beside it: {}", path, std::strerror(errno)));
+  impl_->tmp = templ;
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (impl_->fd >= 0) {  // not finished: leave nothing behind
+    ::close(impl_->fd);
+    ::unlink(impl_->tmp.c_str());
+  }
+}
+
+void SafetensorsWriter::begin(const std::string& name, at::ScalarType type) {
+  TORCH_CHECK(impl_->fd >= 0 && !impl_->open, "SafetensorsWriter: begin() while a tensor is open or after finish()");
+  if (name == "__metadata__") throw SafetensorsError("a tensor may not be named __metadata__");
+  for (const auto& e : impl_->entries)
+    if (e.name == name) throw SafetensorsError(fmt::format("{}: tensor '{}' written twice", impl_->path, name));
+  impl_->open = &dtype_by_type(type, name);
+  impl_->open_name = name;
+  impl_->begin = impl_->offset;
+}
+
+void SafetensorsWriter::write(const void* data, size_t bytes) {
+  TORCH_CHECK(impl_->open, "SafetensorsWriter: write() outside begin()/end()");
+  impl_->write_at(data, bytes, static_cast<off_t>(8 + impl_->reserve + impl_->offset));
+  impl_->offset += bytes;
+}
+
+void SafetensorsWriter::end(std::vector<int64_t> shape) {
+  TORCH_CHECK(impl_->open, "SafetensorsWriter: end() without begin()");
+  uint64_t numel = 1;
+  for (int64_t s : shape) numel *= static_cast<uint64_t>(s);
+  const uint64_t bytes = impl_->offset - impl_->begin;
+  TORCH_CHECK(numel * impl_->open->size == bytes, "SafetensorsWriter: tensor '", impl_->open_name, "' has ", bytes,
+              " bytes, its shape needs ", numel * impl_->open->size);
+  impl_->entries.push_back({impl_->open_name, impl_->open, std::move(shape), impl_->begin, impl_->offset});
+  impl_->open = nullptr;
+}
+
+void SafetensorsWriter::finish(const std::map<std::string, std::string>& metadata) {
+  TORCH_CHECK(impl_->fd >= 0 && !impl_->open, "SafetensorsWriter: finish() with a tensor open or twice");
+  std::string header = header_json(impl_->entries, metadata);
+  if (header.size() > impl_->reserve)
+    throw SafetensorsError(fmt::format("{}: the header needs {} bytes, {} were reserved", impl_->path, header.size(),
+                                       impl_->reserve));
+  header.resize(impl_->reserve, ' ');  // the format allows trailing spaces in the header
+  impl_->write_at((length_prefix(header.size()) + header).data(), 8 + header.size(), 0);
+  const int fd = impl_->fd;
+  impl_->fd = -1;
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(impl_->tmp.c_str());
+    throw SafetensorsError(fmt::format("{}: fsync/close failed: {}", impl_->tmp, std::strerror(errno)));
+  }
+  ::chmod(impl_->tmp.c_str(), 0644);  // mkstemp makes it 0600
+  if (std::rename(impl_->tmp.c_str(), impl_->path.c_str()) != 0) {
+    ::unlink(impl_->tmp.c_str());
+    throw SafetensorsError(fmt::format("{}: rename failed: {}", impl_->path, std::strerror(errno)));
+  }
+  fsync_dir(std::filesystem::path(impl_->path).parent_path().string());
 }
 
 namespace {

@@ -6,9 +6,11 @@
 #include <ATen/core/Tensor.h>
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace torchclip {
 
@@ -29,6 +31,28 @@ constexpr uint64_t kSafetensorsMaxHeader = 100 * 1024 * 1024;
 /// Written to PATH.tmp, fsync'd, then renamed over PATH. Throws SafetensorsError.
 void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
+
+/// Writes a safetensors file tensor by tensor, each streamed in pieces, for files larger than
+/// memory: the header goes last, into `header_reserve` bytes kept at the start (padded with
+/// spaces, as the format allows). Written to a unique PATH.tmp.XXXXXX, fsync'd and renamed over
+/// PATH by finish(); a writer destroyed before finish() removes its temporary.
+class SafetensorsWriter {
+ public:
+  explicit SafetensorsWriter(const std::string& path, size_t header_reserve = 1 << 16);
+  ~SafetensorsWriter();
+  SafetensorsWriter(const SafetensorsWriter&) = delete;
+  SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
+  /// Starts tensor `name`; its bytes follow through write() until end(shape).
+  void begin(const std::string& name, at::ScalarType type);
+  void write(const void* data, size_t bytes);
+  /// Ends the open tensor; `shape` must account for exactly the bytes written.
+  void end(std::vector<int64_t> shape);
+  void finish(const std::map<std::string, std::string>& metadata = {});
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 /// Reads and validates a whole file: header size, JSON syntax, duplicate names, known dtypes,
 /// offsets in range, contiguous and non-overlapping, dtype x shape == byte length. With `as`,

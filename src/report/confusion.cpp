@@ -1,12 +1,15 @@
 #include "report/confusion.h"
 
+#include "data/transform.h"
 #include "io/fsutil.h"
 #include "util/csv.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#if TORCHCLIP_HAVE_OPENCV
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#endif
 
 #include <algorithm>
 #include <stdexcept>
@@ -28,6 +31,8 @@ void write_confusion_csv(const ZeroShotReport& r, const std::vector<std::string>
 }
 
 void write_confusion_png(const ZeroShotReport& r, const std::vector<std::string>& classes, const std::string& path) {
+  data::require_image_decoders("drawing the confusion heatmap (PNG)");
+#if TORCHCLIP_HAVE_OPENCV
   const int C = static_cast<int>(classes.size());
     // Cells shrink with the class count (4 px for ImageNet's 1000); names need 12 px, counts 28.
   const int cell = std::max(4, std::min(56, 900 / std::max(1, C))), label_w = cell >= 12 ? 170 : 10,
@@ -64,6 +69,7 @@ void write_confusion_png(const ZeroShotReport& r, const std::vector<std::string>
   cv::putText(img, fmt::format("zero-shot confusion (rows: true class, columns: predicted), top-1 {:.2f}%", 100 * r.top1),
               {6, img.rows - 14}, cv::FONT_HERSHEY_SIMPLEX, 0.45, {30, 30, 30}, 1, cv::LINE_AA);
   if (!cv::imwrite(path, img)) throw std::runtime_error(fmt::format("{}: cannot write the heatmap PNG", path));
+#endif
 }
 
 }  // namespace torchclip

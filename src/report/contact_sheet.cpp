@@ -1,8 +1,11 @@
 #include "report/contact_sheet.h"
 
+#include "data/transform.h"
 #include <fmt/format.h>
+#if TORCHCLIP_HAVE_OPENCV
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#endif
 
 #include <stdexcept>
 
@@ -10,6 +13,8 @@ namespace torchclip {
 
 void write_contact_sheet(const std::vector<std::string>& paths, const std::vector<float>& scores, const std::string& title,
                          const std::string& png) {
+  data::require_image_decoders("drawing a contact sheet (PNG)");
+#if TORCHCLIP_HAVE_OPENCV
   const int tile = 112, cols = std::min<int>(8, std::max<int>(1, static_cast<int>(paths.size())));
   const int rows = (static_cast<int>(paths.size()) + cols - 1) / cols;
   cv::Mat sheet(40 + rows * (tile + 22), cols * (tile + 8) + 8, CV_8UC3, cv::Scalar(255, 255, 255));
@@ -25,6 +30,7 @@ void write_contact_sheet(const std::vector<std::string>& paths, const std::vecto
                 {60, 60, 60}, 1, cv::LINE_AA);
   }
   if (!cv::imwrite(png, sheet)) throw std::runtime_error(fmt::format("{}: cannot write the contact sheet", png));
+#endif
 }
 
 }  // namespace torchclip

@@ -1,10 +1,13 @@
 #include "report/gallery.h"
 
+#include "data/transform.h"
 #include "io/fsutil.h"
 
 #include <fmt/format.h>
+#if TORCHCLIP_HAVE_OPENCV
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#endif
 
 #include <string>
 #include <vector>
@@ -50,6 +53,8 @@ std::string html_escape(const std::string& s) {
 
 void write_gallery(const std::vector<std::string>& queries, const std::vector<std::vector<std::string>>& paths,
                    const std::vector<std::vector<float>>& scores, const std::string& html_path) {
+  data::require_image_decoders("the HTML gallery (JPEG thumbnails)");
+#if TORCHCLIP_HAVE_OPENCV
   std::string body;
   for (size_t q = 0; q < queries.size(); ++q) {
     body += fmt::format("<section><h2>{}</h2><div class=\"grid\">\n", html_escape(queries[q]));
@@ -88,6 +93,7 @@ window.addEventListener('load', () => {{
 )",
                                        body);
   write_file_atomic(html_path, page);
+#endif
 }
 
 }  // namespace torchclip

@@ -1,10 +1,13 @@
 #include "report/plot.h"
 
+#include "data/transform.h"
 #include "util/json.h"
 
 #include <fmt/format.h>
+#if TORCHCLIP_HAVE_OPENCV
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -24,6 +27,7 @@ bool number(const std::string& line, const std::string& key, double& out) {
   return v.has_value();
 }
 
+#if TORCHCLIP_HAVE_OPENCV
 void panel(cv::Mat& img, cv::Rect area, const std::string& title, const std::vector<std::pair<std::string, Series>>& series,
            bool log_y) {
   static const cv::Scalar colours[] = {{180, 90, 30}, {40, 120, 220}, {60, 160, 60}, {160, 60, 160}};
@@ -63,10 +67,13 @@ void panel(cv::Mat& img, cv::Rect area, const std::string& title, const std::vec
                 0.4, c, 1, cv::LINE_AA);
   }
 }
+#endif
 
 }  // namespace
 
 void plot_metrics(const std::string& jsonl, const std::string& png) {
+  data::require_image_decoders("drawing plot.png");
+#if TORCHCLIP_HAVE_OPENCV
   std::ifstream in(jsonl);
   if (!in) throw std::runtime_error(fmt::format("{}: cannot open the metrics file", jsonl));
   Series loss, smooth, lr;
@@ -93,6 +100,7 @@ void plot_metrics(const std::string& jsonl, const std::string& png) {
   std::vector<std::pair<std::string, Series>> ev(evals.begin(), evals.end());
   panel(img, {10, 600, 880, 290}, "evaluation", ev, false);
   if (!cv::imwrite(png, img)) throw std::runtime_error(fmt::format("{}: cannot write the plot", png));
+#endif
 }
 
 }  // namespace torchclip

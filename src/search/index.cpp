@@ -1,6 +1,8 @@
 #include "search/index.h"
 
+#if TORCHCLIP_HAVE_OPENCV
 #include "data/image.h"
+#endif
 #include "data/loader.h"
 #include "data/transform.h"
 #include "io/fsutil.h"
@@ -14,8 +16,6 @@
 #include <c10/util/Half.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -274,6 +274,8 @@ at::Tensor embed_texts(LoadedModel& m, const std::vector<std::string>& texts) {
 }
 
 at::Tensor embed_image_file(LoadedModel& m, const std::string& path, ResizeMode resize) {
+  data::require_image_decoders(fmt::format("{}: an image query", path));
+#if TORCHCLIP_HAVE_OPENCV
   torch::NoGradGuard no_grad;
   cv::Mat bgr;
   try {
@@ -287,6 +289,9 @@ at::Tensor embed_image_file(LoadedModel& m, const std::string& path, ResizeMode 
   data::transform_image(bgr, data::ImageTransformOptions().image_size(S).resize(resize),
                         rng, img);
   return m.model->encode_image(img.unsqueeze(0).to(m.model->device()), /*normalize=*/true).cpu();
+#else
+  return {};
+#endif
 }
 
 }  // namespace torchclip

@@ -1,7 +1,7 @@
 #include "train/trainer.h"
 
 #include "config/emit.h"
-#include "data/loader.h"
+#include "data/prefetch.h"
 #include "distributed/dist.h"
 #include "eval/evaluate.h"
 #include "io/fsutil.h"
@@ -133,6 +133,17 @@ data::CsvOptions csv_options(const DataCfg& d, bool with_label) {
   return o;
 }
 
+/// data.normalize: uint8 batches normalised on the device (auto: when it is a GPU).
+bool normalize_on_device(const DataCfg& d, const Job& job) {
+  return d.normalize() == NormalizeOn::kDevice || (d.normalize() == NormalizeOn::kAuto && job.device.is_cuda());
+}
+
+/// Whether token columns after the longest caption can be cut before the copy: a causal text
+/// tower pooled at the end token or before it computes the same features without them.
+bool can_trim_text(const TextCfg& t) {
+  return !t.no_causal_mask() && t.pool_type() != TextPool::kLast;
+}
+
 data::LoaderOptions train_loader_options(const TrainConfig& cfg, const Job& job) {
   const DataCfg& d = cfg.data();
   return data::LoaderOptions()
@@ -144,6 +155,8 @@ data::LoaderOptions train_loader_options(const TrainConfig& cfg, const Job& job)
       .world_size(job.world())
       .context_length(cfg.model().text_cfg().context_length())
       .max_consecutive_failures(d.max_consecutive_failures())
+      .pin_memory(job.device.is_cuda())
+      .normalize(!normalize_on_device(d, job))
       .transform(data::ImageTransformOptions()
                      .image_size(cfg.model().vision_cfg().image_size())
                      .train(true)
@@ -265,12 +278,13 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   Progress bar("train", total, "step");
   if (progress) bar.advance(st.step);
   double wait_before = loader.stats().wait_seconds;
+  data::DeviceFeed feed(loader, job.device, data::DeviceFeedOptions().trim_text(can_trim_text(cfg.model().text_cfg())));
   auto next_batches = [&] {
     std::vector<MicroBatch> micro(loop.accum_steps());
     for (auto& m : micro) {
-      data::Batch b;
-      while (!loader.next(b)) loader.start_epoch(++st.epoch);
-      m = {b.images.to(job.device, /*non_blocking=*/true), b.texts.to(job.device, /*non_blocking=*/true)};
+      data::DeviceBatch b = feed.next();
+      st.epoch = b.epoch;
+      m = {b.images, b.texts};
     }
     return micro;
   };
@@ -286,7 +300,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     return r.metrics;
   };
   auto checkpoint = [&] {
-    const std::string mine = loader.state().to_string();
+    const std::string mine = feed.state().to_string();
     st.loader_states = job.group ? job.group->all_gather_strings(mine) : std::vector<std::string>{mine};
     job.on_rank0(fmt::format("checkpoint at step {}", st.step), [&] {
       result.checkpoint = save_checkpoint(ckpt_root.string(), model, optimizer, st, cfg.tokenizer(), effective,
@@ -351,7 +365,8 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   result.nonfinite_steps = st.nonfinite_total;
   if (st.step == total && !result.interrupted && job.main_rank()) {
     result.eval = run_eval("final");
-    plot_metrics((out / "metrics.jsonl").string(), (out / "plot.png").string());
+    if (data::have_image_decoders()) plot_metrics((out / "metrics.jsonl").string(), (out / "plot.png").string());
+    else fmt::print("no plot.png: this build has no OpenCV (TORCHCLIP_OPENCV=OFF); metrics.jsonl has the figures\n");
   }
   return result;
 }
