@@ -118,6 +118,7 @@ int bench_main(const Argv& argv) {
   const std::string rank_result = args.get("rank-result", "");
   const auto train_options = BenchTrainOptions()
                                  .openclip_tuned_malloc(args.flag("openclip-tuned-malloc"))
+                                 .openclip_compile(args.flag("openclip-compile"))
                                  .rounds(args.get_int("rounds", 1));
   o.progress(!json);
   args.finish();

@@ -11,6 +11,7 @@
 #include "util/json.h"
 #include "util/progress.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
@@ -41,8 +42,7 @@ double median_ratio(const std::vector<double>& a, const std::vector<double>& b) 
 using Clock = std::chrono::steady_clock;
 
 at::Device parse_device(const std::string& d) {
-  TORCH_CHECK(d == "cpu" || d == "cuda", "bench: --device must be cpu or cuda, got '", d, "'");
-  if (d == "cuda") TORCH_CHECK(at::hasCUDA(), "bench: --device cuda, but this build or machine has no CUDA device");
+  return resolve_device(d, "bench --device");
   return d == "cuda" ? at::Device(at::kCUDA) : at::Device(at::kCPU);
 }
 
@@ -78,6 +78,10 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
   if (o.threads() > 0) at::set_num_threads(static_cast<int>(o.threads()));
   const at::Device device = parse_device(o.device());
   at::manual_seed(o.seed());
+  if (device.is_cuda()) {  // as train.tf32 defaults (and the open_clip side of bench train sets)
+    at::globalContext().setAllowTF32CuBLAS(true);
+    at::globalContext().setAllowTF32CuDNN(true);
+  }
 
   ModelConfig cfg = load_model_config(o.config());
   CLIP model(cfg);
@@ -210,10 +214,11 @@ BenchTrainResult bench_train(BenchModelOptions o, const BenchTrainOptions& t) {
     r.ours_rounds.push_back(ours.back().samples_per_second);
     for (const std::string& env : envs) {
       const std::string cmd = fmt::format("{}{} {}/scripts/bench_openclip_train.py --config {} --batch {} --steps {} --warmup {} "
-                                          "--threads {} --precision {}{} 2>&1",
+                                          "--threads {} --precision {} --device {}{}{} 2>&1",
                                           env, t.python(), TORCHCLIP_SOURCE_DIR, config_path, o.batch(), o.iters(), o.warmup(),
-                                          ours.back().threads, o.precision(),
-                                          o.grad_checkpointing() ? " --grad-checkpointing" : "");
+                                          ours.back().threads, o.precision(), parse_device(o.device()).str(),
+                                          o.grad_checkpointing() ? " --grad-checkpointing" : "",
+                                          t.openclip_compile() ? " --compile" : "");
       if (o.progress()) fmt::print(stderr, "open_clip training step: {}\n", cmd);
       int status = 0;
       const std::string out = run_command(cmd, status);

@@ -82,6 +82,8 @@ struct BenchTrainOptions {
   /// then keeps freed tensor memory mapped, much as our caching CPU allocator
   /// (util/cpu_allocator.h) does, so the ratio without that effect shows too.
   TORCH_ARG(bool, openclip_tuned_malloc) = false;
+  /// open_clip's model under torch.compile (the fastest way PyTorch users run it on a GPU).
+  TORCH_ARG(bool, openclip_compile) = false;
   TORCH_ARG(std::string, python) = "python3";
 };
 

@@ -85,6 +85,7 @@ struct Group::Impl {
   double timeout_seconds = 0;
   c10::intrusive_ptr<c10d::Store> store;  // the prefixed store the group uses
   c10::intrusive_ptr<c10d::Backend> pg;
+  int64_t gathers = 0;  // all_gather_strings calls so far: every rank makes them in the same order
 
   /// Waits for `work`, turning backend errors into one message with context.
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) const {
@@ -214,16 +215,27 @@ void Group::broadcast(std::vector<at::Tensor>& tensors, int64_t root) {
 }
 
 std::vector<std::string> Group::all_gather_strings(const std::string& local) {
-  // Lengths first, then every string padded to the longest.
-  auto lengths = all_gather(at::tensor({static_cast<int64_t>(local.size())}, at::kLong));
-  int64_t longest = 0;
-  for (const auto& l : lengths) longest = std::max(longest, l.item<int64_t>());
-  auto bytes = at::zeros({std::max<int64_t>(longest, 1)}, at::kByte);
-  std::memcpy(bytes.data_ptr<uint8_t>(), local.data(), local.size());
-  auto all = all_gather(bytes);
-  std::vector<std::string> out;
-  for (int64_t r = 0; r < world_size(); ++r)
-    out.emplace_back(reinterpret_cast<const char*>(all[r].data_ptr<uint8_t>()), lengths[r].item<int64_t>());
+  // Through the store, not the backend: NCCL moves CUDA tensors only, and strings (loader
+  // positions, checksums) are host data. Call k of every rank uses keys gather/k/RANK.
+  const int64_t call = impl_->gathers++;
+  auto key = [](int64_t k, int64_t r) { return fmt::format("gather/{}/{}", k, r); };
+  // Every rank finished reading call k - 2 before it wrote call k - 1, which this rank has seen
+  // all of: its own key of call k - 2 can go.
+  if (call >= 2) impl_->store->deleteKey(key(call - 2, rank()));
+  impl_->store->set(key(call, rank()), std::vector<uint8_t>(local.begin(), local.end()));
+  std::vector<std::string> keys, out;
+  for (int64_t r = 0; r < world_size(); ++r) keys.push_back(key(call, r));
+  try {
+    impl_->store->wait(keys, std::chrono::milliseconds(static_cast<int64_t>(impl_->timeout_seconds * 1000)));
+    for (const auto& k : keys) {
+      const auto v = impl_->store->get(k);
+      out.emplace_back(v.begin(), v.end());
+    }
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("rank {}/{}: gathering strings failed (another rank has probably exited or hung, "
+                                         "timeout {} s): {}",
+                                         rank(), world_size(), impl_->timeout_seconds, e.what()));
+  }
   return out;
 }
 
@@ -434,12 +446,10 @@ void check_identical(Group& group, const std::vector<at::Tensor>& tensors, const
     auto c = t.detach().cpu().contiguous();
     crc = crc32_z(crc, static_cast<const Bytef*>(c.data_ptr()), static_cast<size_t>(c.numel() * c.element_size()));
   }
-  auto all = group.all_gather(at::tensor({static_cast<int64_t>(crc)}, at::kLong));
-  const int64_t ref = all[0].item<int64_t>();
+  const auto all = group.all_gather_strings(fmt::format("{:08x}", crc));  // host data: through the store
   for (int64_t r = 1; r < group.world_size(); ++r)
-    if (all[r].item<int64_t>() != ref)
-      throw std::runtime_error(fmt::format("{}: rank {} differs from rank 0 (CRC-32 {:08x} vs {:08x})", what, r,
-                                           all[r].item<int64_t>(), ref));
+    if (all[r] != all[0])
+      throw std::runtime_error(fmt::format("{}: rank {} differs from rank 0 (CRC-32 {} vs {})", what, r, all[r], all[0]));
 }
 
 }  // namespace torchclip::dist

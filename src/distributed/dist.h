@@ -74,7 +74,7 @@ class Group {
   std::vector<at::Tensor> all_gather(const at::Tensor& local);
   /// In-place broadcast from `root`.
   void broadcast(std::vector<at::Tensor>& tensors, int64_t root);
-  /// Every rank's string in rank order (any lengths).
+  /// Every rank's string in rank order (any lengths), through the store (so NCCL groups can too).
   std::vector<std::string> all_gather_strings(const std::string& local);
   /// `root`'s string on every rank.
   std::string broadcast_string(const std::string& value, int64_t root);
