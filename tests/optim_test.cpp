@@ -57,5 +57,39 @@ TEST(FusedAdamW, MatchesLibTorchAdamWStepByStep) {
   }
 }
 
+TEST(FusedAdamW, AStepSkippedOnTheDeviceChangesNothingAndLaterStepsMatchTheReference) {
+  // Steps 1, 2, a skipped one (found_inf = 1), then 3 and 4: the same parameters as LibTorch's
+  // AdamW taking steps 1 to 4 with the same gradients, and the same step count once synced.
+  auto gen = at::detail::createCPUGenerator(7);
+  const at::Tensor init = at::randn({6, 4}, gen);
+  std::vector<at::Tensor> grads;
+  for (int i = 0; i < 5; ++i) grads.push_back(at::randn({6, 4}, gen));
+  at::Tensor a = init.clone().requires_grad_(true), b = init.clone().requires_grad_(true);
+  auto options = torch::optim::AdamWOptions(1e-2).betas({0.9, 0.98}).eps(1e-6).weight_decay(0.1);
+  torch::optim::AdamW reference({a}, options);
+  FusedAdamW fused({b}, options);
+  const at::Tensor skip = at::ones({}, at::kFloat), take = at::zeros({}, at::kFloat);
+  int used = 0;
+  for (int i = 0; i < 5; ++i) {
+    const bool skipped = i == 2;
+    b.mutable_grad() = grads[i].clone();
+    const at::Tensor before = b.detach().clone();
+    fused.step_unless(skipped ? skip : take);
+    if (skipped) {
+      EXPECT_TRUE(at::equal(b.detach(), before)) << "a skipped step moved the parameters";
+      continue;
+    }
+    a.mutable_grad() = grads[i].clone();
+    reference.step();
+    ++used;
+    EXPECT_TRUE(test::all_close(b.detach(), a.detach(), 1e-6, 1e-5)) << "after step " << i;
+  }
+  fused.sync_state();
+  auto& s = static_cast<torch::optim::AdamWParamState&>(*fused.state().at(b.unsafeGetTensorImpl()));
+  EXPECT_EQ(s.step(), used);  // 4: the skipped step is not counted
+  auto& r = static_cast<torch::optim::AdamWParamState&>(*reference.state().at(a.unsafeGetTensorImpl()));
+  EXPECT_TRUE(test::all_close(s.exp_avg_sq(), r.exp_avg_sq(), 1e-9, 1e-5));
+}
+
 }  // namespace
 }  // namespace torchclip

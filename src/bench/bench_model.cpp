@@ -166,7 +166,7 @@ BenchModelResult bench_model(const BenchModelOptions& o) {
         hidden_shares.push_back(sr.allreduce_hidden_share);
       }
     }
-    r.loss = sr.loss;
+    r.loss = sr.read().loss;  // after the timing: the step itself reads nothing back
     if (o.progress()) progress.advance(1, fmt::format("loss {:.4f}", r.loss));
     if (i + 1 == timed_end) cache_after = cache_stats();
   }

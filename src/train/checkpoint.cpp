@@ -3,6 +3,7 @@
 #include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "model/model_dir.h"
+#include "optim/fused_adamw.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -42,6 +43,7 @@ std::string save_checkpoint(const std::string& root, CLIP& model, torch::optim::
   write_file_atomic((tmp / "train_config.yaml").string(), train_config_yaml);
 
   // Optimizer moments by parameter name, the CPU RNG, and the loop position.
+  if (auto* fused = dynamic_cast<FusedAdamW*>(&optimizer)) fused->sync_state();  // its step counts live on the device
   std::map<std::string, at::Tensor> st;
   auto& opt_state = optimizer.state();
   for (const auto& [pname, p] : named_params(model)) {

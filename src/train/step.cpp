@@ -1,6 +1,7 @@
 #include "train/step.h"
 
 #include "distributed/dist.h"
+#include "optim/fused_adamw.h"
 #include "util/autocast.h"
 #include "util/device.h"
 
@@ -8,7 +9,6 @@
 #include <torch/optim/adamw.h>
 
 #include <chrono>
-#include <cmath>
 
 namespace torchclip {
 namespace {
@@ -98,49 +98,66 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
     r.backward_seconds += since(t1);
   }
 
-  // Across ranks: gradients averaged; the loss is the mean of the ranks' losses, and a stop
-  // request on any rank stops all of them at the same step.
-  r.loss = loss.item<double>();
-  r.stop = stop_requested;
+  // Everything below stays on the device: no value is read back, so the host runs ahead and
+  // queues the next step while this one computes (StepResult::read() is the one sync, made at
+  // log points). Across ranks: gradients averaged; the loss is the mean of the ranks' losses,
+  // and a stop request on any rank reaches all of them at the same step.
+  const at::TensorOptions on_device = at::TensorOptions().dtype(at::kDouble).device(params_[0].device());
+  r.loss = loss.detach().to(at::kDouble);  // 0-d
+  r.stop = at::full({}, stop_requested ? 1.0 : 0.0, on_device);
   if (options_.group()) {
     const auto t0 = Clock::now();
     averager_->average();
     // On the parameters' device: NCCL reduces CUDA tensors only.
-    std::vector<at::Tensor> v{at::tensor({r.loss, stop_requested ? 1.0 : 0.0}, at::kDouble).to(params_[0].device())};
+    std::vector<at::Tensor> v{at::stack({r.loss, r.stop})};  // [2]
     options_.group()->all_reduce_sum(v);
     const auto& overlap = averager_->last_overlap();
     r.allreduce_hidden_share = overlap.bytes > 0 ? static_cast<double>(overlap.bytes_finished_in_backward) / overlap.bytes : 0;
-    auto sums = v[0].cpu();
-    r.loss = sums[0].item<double>() / static_cast<double>(options_.group()->world_size());
-    r.stop = sums[1].item<double>() > 0;
+    r.loss = v[0][0] / static_cast<double>(options_.group()->world_size());
+    r.stop = v[0][1];
     r.reduce_seconds = since(t0);
   }
 
-  if (!options_.update()) {
-    r.applied = true;
-    return r;
-  }
   // The global gradient norm, computed once: it decides the non-finite guard and the clip.
-  const auto t0 = Clock::now();
   std::vector<at::Tensor> grads;
   for (const auto& p : params_)
     if (p.grad().defined()) grads.push_back(p.grad());
-  const double norm = grads.empty() ? 0.0 : at::stack(at::_foreach_norm(grads)).to(at::kDouble).norm().item<double>();
-  r.grad_norm = norm;
-  if (!std::isfinite(r.loss) || !std::isfinite(norm)) {
-    optimizer_.zero_grad();  // a non-finite step changes nothing
+  r.grad_norm = grads.empty() ? at::zeros({}, on_device) : at::stack(at::_foreach_norm(grads)).to(at::kDouble).norm();
+  // 1 when the loss or the gradient is not finite: then the update changes nothing.
+  r.skipped = at::logical_not(at::logical_and(at::isfinite(r.loss), at::isfinite(r.grad_norm))).to(at::kFloat);
+  if (!options_.update()) {
+    r.skipped.zero_();
     return r;
   }
-  // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
-  if (options_.grad_clip() > 0) {
-    const double coef = options_.grad_clip() / (norm + 1e-6);
-    if (coef < 1) at::_foreach_mul_(grads, coef);
+  const auto t0 = Clock::now();
+  // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1
+  // (multiplying by exactly 1 otherwise changes nothing).
+  if (options_.grad_clip() > 0)
+    at::_foreach_mul_(grads, at::full({}, options_.grad_clip(), on_device).div(r.grad_norm + 1e-6).clamp_max(1.0));
+  if (auto* fused = dynamic_cast<FusedAdamW*>(&optimizer_)) {
+    fused->step_unless(r.skipped);  // skipped on the device
+  } else {
+    if (r.read().applied) optimizer_.step();  // another optimizer: the guard costs a sync
   }
-  optimizer_.step();
+  // The clamp is part of the update: a skipped step leaves logit_scale as it was too.
+  const at::Tensor unclamped = model_->logit_scale.detach().clone();
   model_->clamp_logit_scale();
+  {
+    torch::NoGradGuard no_grad;
+    model_->logit_scale.copy_(at::where(r.skipped.to(at::kBool), unclamped, model_->logit_scale));
+  }
   r.optimizer_seconds = since(t0);
-  r.applied = true;
   return r;
+}
+
+StepValues StepResult::read() const {
+  const std::vector<double> v = read_scalars({loss, grad_norm, skipped, stop});
+  StepValues out;
+  out.loss = v[0];
+  out.grad_norm = v[1];
+  out.applied = v[2] == 0;
+  out.stop = v[3] > 0;
+  return out;
 }
 
 }  // namespace torchclip

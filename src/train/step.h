@@ -53,14 +53,25 @@ struct StepOptions {
   TORCH_ARG(bool, time_phases) = false;
 };
 
-struct StepResult {
-  /// The loss (the mean over ranks), and the global L2 norm of the averaged gradients before
-  /// clipping.
+/// A step's figures on the host (StepResult::read).
+struct StepValues {
   double loss = 0, grad_norm = 0;
-  /// False when the loss or a gradient was not finite: parameters and optimizer are untouched.
-  bool applied = false;
-  /// Some rank asked to stop (run()'s `stop_requested`), so every rank stops after this step.
-  bool stop = false;
+  bool applied = false, stop = false;
+};
+
+/// What a step leaves on its device: nothing is read back until read() (one copy, the only
+/// device sync of a step; the trainer makes it at log points).
+struct StepResult {
+  /// 0-d double: the loss (the mean over ranks), and the global L2 norm of the averaged
+  /// gradients before clipping.
+  at::Tensor loss, grad_norm;
+  /// 0-d float: 1 when the loss or a gradient was not finite, so parameters and optimizer were
+  /// left untouched (the guard runs on the device: FusedAdamW's found_inf), else 0.
+  at::Tensor skipped;
+  /// 0-d double: > 0 when some rank asked to stop (run()'s `stop_requested`); every rank reads
+  /// the same value at the same step.
+  at::Tensor stop;
+  StepValues read() const;
   /// Phase times in seconds: forward with the loss, backward, gradient averaging, the optimizer
   /// update with the clamp (exact only with StepOptions::time_phases on a GPU).
   double forward_seconds = 0, backward_seconds = 0, reduce_seconds = 0, optimizer_seconds = 0;

@@ -308,53 +308,80 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     });
   };
 
-  // The loop: one shared step, then bookkeeping, logging, evaluation and checkpoints.
+  // The loop: one shared step, then bookkeeping, logging, evaluation and checkpoints. A step's
+  // results stay on the device and are read (one copy: the loop's only sync) at read points:
+  // log steps, evaluations, checkpoints, the end, and a signal in a one-process run. In between
+  // the host queues step k + 1 while the device still runs step k. A non-finite step is skipped
+  // on the device (nothing changes) and still counts as a step, as under OpenCLIP's GradScaler;
+  // the counts of skipped steps are device tensors read at the same points.
   const int64_t start_step = st.step;
   int64_t bar_at = st.step;  // the step the progress bar shows
+  const auto counter = at::TensorOptions().dtype(at::kFloat).device(job.device);
+  at::Tensor skipped_in_row = at::full({}, static_cast<double>(st.nonfinite_in_row), counter);  // 0-d
+  at::Tensor skipped_total = at::full({}, static_cast<double>(st.nonfinite_total), counter);    // 0-d
+  auto window_start = std::chrono::steady_clock::now();  // since the last read point
+  int64_t window_steps = 0;
   while (st.step < total) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = learning_rate(cfg.schedule(), cfg.optim().lr(), st.step, total);
-    const StepResult r = step.run(next_batches(), lr, g_signal != 0);
-    if (!r.applied) {
-      ++st.nonfinite_total;
-      if (metrics) metrics->write(fmt::format("{{\"step\": {}, \"skipped\": \"non-finite\", \"loss\": \"{}\"}}", st.step, r.loss));
-      if (++st.nonfinite_in_row >= loop.max_nonfinite_steps()) {
-        throw std::runtime_error(fmt::format(
-            "training stopped: {} steps in a row had a non-finite loss or gradient (last: loss {}, gradient norm {} at "
-            "step {}); lower optim.lr, set train.grad_clip, or try precision fp32",
-            st.nonfinite_in_row, r.loss, r.grad_norm, st.step));
-      }
-      continue;
-    }
-    st.nonfinite_in_row = 0;
+    const bool signalled = g_signal != 0;
+    const StepResult r = step.run(next_batches(), lr, signalled);
+    skipped_in_row = (skipped_in_row + 1) * r.skipped;  // 0 after an applied step
+    skipped_total = skipped_total + r.skipped;
     ++st.step;
+    ++window_steps;
     st.samples_seen += global_batch;
     if (job.group && cfg.dist().check_every() > 0 && st.step % cfg.dist().check_every() == 0)
       dist::check_identical(*job.group, model->parameters(), fmt::format("parameters after step {}", st.step));
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    st.train_seconds += dt;
+    st.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const bool log_point = st.step % loop.log_every() == 0 || st.step == total;
+    const bool eval_point = loop.eval_every() > 0 && st.step % loop.eval_every() == 0 && st.step < total;
+    const bool limit = run.stop_after() > 0 && st.step - start_step >= run.stop_after();
+    const bool checkpoint_point = (loop.checkpoint_every() > 0 && st.step % loop.checkpoint_every() == 0) || limit ||
+                                  st.step == total;
+    // Ranks agree on a stop when they read; one process acts on its own signal at once.
+    if (!log_point && !eval_point && !checkpoint_point && !(signalled && !job.group)) continue;
+
+    const std::vector<double> v = read_scalars({r.loss, r.grad_norm, r.skipped, r.stop, skipped_in_row, skipped_total});
+    const double loss = v[0], grad_norm = v[1];
+    const bool applied = v[2] == 0, stop_asked = v[3] > 0;
+    st.nonfinite_in_row = static_cast<int64_t>(v[4]);
+    st.nonfinite_total = static_cast<int64_t>(v[5]);
+    if (!applied && metrics)
+      metrics->write(fmt::format("{{\"step\": {}, \"skipped\": \"non-finite\", \"loss\": \"{}\", \"nonfinite_total\": {}}}",
+                                 st.step, loss, st.nonfinite_total));
+    if (st.nonfinite_in_row >= loop.max_nonfinite_steps()) {
+      throw std::runtime_error(fmt::format(
+          "training stopped: {} steps in a row had a non-finite loss or gradient (last: loss {}, gradient norm {} at "
+          "step {}); lower optim.lr, set train.grad_clip, or try precision fp32",
+          st.nonfinite_in_row, loss, grad_norm, st.step));
+    }
+    const double window = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
     const double waited = loader.stats().wait_seconds - wait_before;
-    wait_before = loader.stats().wait_seconds;
-    if (st.step % loop.log_every() == 0 || st.step == total) {
-      const double samples_per_second = global_batch / dt;  // the whole job's
-      const double wait_share = dt > 0 ? waited / dt : 0.0;
+    if (log_point && applied) {
+      const double samples_per_second = window > 0 ? window_steps * global_batch / window : 0.0;  // the whole job's
+      const double wait_share = window > 0 ? waited / window : 0.0;
       if (metrics)
         metrics->write(fmt::format(
             "{{\"step\": {}, \"epoch\": {}, \"loss\": {:.17g}, \"lr\": {:.17g}, \"logit_scale\": {:.9g}, \"grad_norm\": "
-            "{:.9g}, \"samples_per_second\": {:.3f}, \"data_wait\": {:.4f}, \"time\": {:.3f}}}",
-            st.step, st.epoch, r.loss, lr, model->logit_scale.exp().item<double>(), r.grad_norm, samples_per_second,
-            wait_share, st.train_seconds));
+            "{:.9g}, \"samples_per_second\": {:.3f}, \"data_wait\": {:.4f}, \"time\": {:.3f}{}}}",
+            st.step, st.epoch, loss, lr, model->logit_scale.exp().item<double>(), grad_norm, samples_per_second,
+            wait_share, st.train_seconds,
+            st.nonfinite_total > 0 ? fmt::format(", \"nonfinite_total\": {}", st.nonfinite_total) : std::string()));
       if (progress)
-        bar.advance(st.step - bar_at, fmt::format("loss {:.4f} lr {:.2e} {:.0f} samples/s data wait {:.0f}%", r.loss, lr,
+        bar.advance(st.step - bar_at, fmt::format("loss {:.4f} lr {:.2e} {:.0f} samples/s data wait {:.0f}%", loss, lr,
                                                   samples_per_second, 100 * wait_share));
       bar_at = st.step;
     }
-    if (loop.eval_every() > 0 && st.step % loop.eval_every() == 0 && st.step < total)
-      job.on_rank0(fmt::format("evaluation at step {}", st.step), [&] { run_eval("periodic"); });
-    const bool stop = r.stop || (run.stop_after() > 0 && st.step - start_step >= run.stop_after());
-    if ((loop.checkpoint_every() > 0 && st.step % loop.checkpoint_every() == 0) || stop || st.step == total) checkpoint();
+    window_start = std::chrono::steady_clock::now();
+    window_steps = 0;
+    wait_before = loader.stats().wait_seconds;
+    if (eval_point) job.on_rank0(fmt::format("evaluation at step {}", st.step), [&] { run_eval("periodic"); });
+    const bool interrupted = job.group ? stop_asked : signalled;
+    const bool stop = interrupted || limit;
+    if (checkpoint_point || stop) checkpoint();
     if (stop) {
-      result.interrupted = r.stop;
+      result.interrupted = interrupted;
       if (result.interrupted && job.main_rank()) fmt::print(stderr, "\nsignal: checkpoint saved at step {}\n", st.step);
       break;
     }

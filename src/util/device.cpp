@@ -24,6 +24,14 @@ void synchronize(const c10::Device& device) {
   if (!device.is_cpu()) at::zeros({1}, at::TensorOptions().device(device)).cpu();
 }
 
+std::vector<double> read_scalars(const std::vector<at::Tensor>& scalars) {
+  std::vector<at::Tensor> flat;
+  for (const auto& t : scalars) flat.push_back(t.reshape({1}).to(at::kDouble));
+  const at::Tensor host = at::cat(flat).cpu();  // [n]
+  const double* p = host.data_ptr<double>();
+  return std::vector<double>(p, p + host.numel());
+}
+
 bool valid_device_name(const std::string& name) { return name == "auto" || name == "cpu" || cuda_index(name) != -2; }
 
 c10::Device resolve_device(const std::string& name, const std::string& where, int64_t local_rank) {

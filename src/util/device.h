@@ -2,10 +2,12 @@
 // is read. Asking for CUDA on a build or machine without it is an error naming the key or flag.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace torchclip {
 
@@ -21,5 +23,8 @@ c10::Device resolve_device(const std::string& name, const std::string& where, in
 /// Waits for the work queued on `device` (a tiny device-to-host copy); nothing to wait for on the
 /// CPU, where every op has finished when it returns.
 void synchronize(const c10::Device& device);
+/// The values of several 0-d tensors (any dtypes, one device) as doubles, in one device-to-host
+/// copy: where a loop has to look at device results, one sync instead of one per value.
+std::vector<double> read_scalars(const std::vector<at::Tensor>& scalars);
 
 }  // namespace torchclip
