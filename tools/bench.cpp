@@ -26,7 +26,8 @@ int bench_data_main(Args& args) {
       .dir(args.get("dir", o.dir()))
       .data(args.get("data", o.data()))
       .python(args.get("python", o.python()))
-      .compare(!args.flag("no-compare"));
+      .compare(!args.flag("no-compare"))
+      .rounds(args.get_int("rounds", o.rounds()));
   const bool json = args.flag("json");
   args.finish();
   BenchDataResult r = bench_data(o);

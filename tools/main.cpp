@@ -64,7 +64,7 @@ commands:
                 (--rounds N: alternate them N times, median ratio; --openclip-tuned-malloc: open_clip once
                 more with glibc's mmap/trim thresholds at 1 GiB);
                 with --nproc N: N data-parallel ranks (batch per rank) against 1 process, scaling efficiency
-  bench data    [--images N] [--workers N] [--batch N] [--size S] [--resize pil|fast] [--dir DIR] [--data CSV]
+  bench data    [--images N] [--workers N] [--batch N] [--size S] [--resize pil|fast] [--dir DIR] [--data CSV] [--rounds N]
                 [--no-compare] [--json]
                 images/s of torchclip's loader and of open_clip's Python pipeline on the same JPEGs
   bench search  [--rows 1000000] [--dim 512] [--k 10] [--queries 20] [--batch 16] [--dtype fp16|fp32] [--no-compare] [--json]

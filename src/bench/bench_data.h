@@ -7,6 +7,7 @@
 #include <torch/arg.h>
 
 #include <string>
+#include <vector>
 
 namespace torchclip {
 
@@ -22,6 +23,8 @@ struct BenchDataOptions {
   TORCH_ARG(ResizeMode, resize) = ResizeMode::kPil;
   /// Run open_clip's pipeline too (needs python3 with open_clip).
   TORCH_ARG(bool, compare) = true;
+  /// Alternate ours and open_clip this many times (the ratio is the median of the rounds').
+  TORCH_ARG(int64_t, rounds) = 1;
   TORCH_ARG(std::string, python) = "python3";
   /// Folder for the generated JPEGs (default: a temporary folder, removed afterwards).
   TORCH_ARG(std::string, dir) = "";
@@ -32,10 +35,13 @@ struct BenchDataOptions {
 struct BenchDataResult {
   int64_t images = 0, workers = 0;
   std::string resize;
+  /// Medians over the rounds.
   double ours_images_per_second = 0, ours_seconds = 0;
   double openclip_images_per_second = 0, openclip_seconds = 0;  // 0 when not run
+  std::vector<double> ours_rounds, openclip_rounds;              // images/s per round
   std::string openclip_note;                                     // why it did not run, if it did not
-  double ratio() const { return openclip_images_per_second > 0 ? ours_images_per_second / openclip_images_per_second : 0; }
+  /// The median of the rounds' ratios.
+  double ratio() const;
   std::string to_json() const;
   std::string to_text() const;
 };

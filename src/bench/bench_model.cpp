@@ -1,4 +1,5 @@
 #include "bench/bench_model.h"
+#include "bench/stats.h"
 
 #include "distributed/dist.h"
 #include "io/fsutil.h"
@@ -26,18 +27,6 @@ namespace torchclip {
 namespace {
 
 constexpr const char* kOpenclipTunedMalloc = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824";
-
-double median_of(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-double median_ratio(const std::vector<double>& a, const std::vector<double>& b) {
-  if (b.empty() || b.size() != a.size()) return 0;
-  std::vector<double> r;
-  for (size_t i = 0; i < a.size(); ++i) r.push_back(a[i] / b[i]);
-  return median_of(r);
-}
 
 using Clock = std::chrono::steady_clock;
 

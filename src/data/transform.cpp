@@ -93,70 +93,78 @@ Taps bicubic_taps(int in_size, int out_size) {
   return t;
 }
 
-uint8_t clip8(int32_t sum) {
-  const int32_t v = sum >> kPrecisionBits;  // arithmetic shift: floor, as Pillow
-  return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+// Both passes run as the same row kernel: a vertical pass sums whole input rows into an int32
+// accumulator row, and a horizontal pass is a vertical pass over the transposed image (then
+// transposed back). Integer sums do not depend on their order, so the bytes are Pillow's; what
+// changes is that every inner loop is a contiguous multiply-add the compiler vectorises (AVX2
+// where the CPU has it), instead of a 3-channel gather per output pixel.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TORCHCLIP_ROW_KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define TORCHCLIP_ROW_KERNEL
+#endif
+
+/// acc[i] += in[i] * w for i < n.
+TORCHCLIP_ROW_KERNEL void accumulate_row(int32_t* __restrict acc, const uint8_t* __restrict in, int32_t w, int n) {
+  for (int i = 0; i < n; ++i) acc[i] += static_cast<int32_t>(in[i]) * w;
+}
+
+/// out[i] = acc[i] >> the fixed-point bits, clamped to [0, 255] (floor, as Pillow), for i < n.
+TORCHCLIP_ROW_KERNEL void finish_row(const int32_t* __restrict acc, uint8_t* __restrict out, int n) {
+  for (int i = 0; i < n; ++i) {
+    const int32_t v = acc[i] >> kPrecisionBits;  // arithmetic shift: floor, as Pillow
+    out[i] = static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+  }
+}
+
+/// The vertical pass: output row yy is the weighted sum of input rows first[yy] ... (taps t).
+Pixels vertical_pass(const PixelView& src, int out_rows) {
+  const Taps t = bicubic_taps(src.rows, out_rows);
+  Pixels dst;
+  dst.rows = out_rows;
+  dst.cols = src.cols;
+  dst.channels = src.channels;
+  const int row = src.cols * src.channels;
+  dst.data.resize(static_cast<size_t>(out_rows) * row);
+  std::vector<int32_t> acc(row);
+  const int32_t half = 1 << (kPrecisionBits - 1);
+  for (int yy = 0; yy < out_rows; ++yy) {
+    const int32_t* w = &t.weights[static_cast<size_t>(yy) * t.ksize];
+    std::fill(acc.begin(), acc.end(), half);
+    for (int y = 0; y < t.count[yy]; ++y) accumulate_row(acc.data(), src.row(t.first[yy] + y), w[y], row);
+    finish_row(acc.data(), dst.data.data() + static_cast<size_t>(yy) * row, row);
+  }
+  return dst;
+}
+
+/// Pixels with rows and columns exchanged (each pixel's channels stay together), in tiles.
+Pixels transpose(const PixelView& src) {
+  Pixels dst;
+  dst.rows = src.cols;
+  dst.cols = src.rows;
+  dst.channels = src.channels;
+  const int C = src.channels;
+  dst.data.resize(static_cast<size_t>(dst.rows) * dst.cols * C);
+  constexpr int kTile = 32;
+  for (int y0 = 0; y0 < src.rows; y0 += kTile) {
+    for (int x0 = 0; x0 < src.cols; x0 += kTile) {
+      const int y1 = std::min(src.rows, y0 + kTile), x1 = std::min(src.cols, x0 + kTile);
+      for (int y = y0; y < y1; ++y) {
+        const uint8_t* in = src.row(y);
+        for (int x = x0; x < x1; ++x) {
+          uint8_t* out = dst.data.data() + (static_cast<size_t>(x) * dst.cols + y) * C;
+          for (int c = 0; c < C; ++c) out[c] = in[x * C + c];
+        }
+      }
+    }
+  }
+  return dst;
 }
 
 /// One resampling pass along x (horizontal) or y (vertical) of an 8-bit image with C channels.
 Pixels resample_pass(const PixelView& src, int out_size, bool horizontal) {
-  const int C = src.channels;
-  const Taps t = bicubic_taps(horizontal ? src.cols : src.rows, out_size);
-  Pixels dst;
-  dst.rows = horizontal ? src.rows : out_size;
-  dst.cols = horizontal ? out_size : src.cols;
-  dst.channels = C;
-  dst.data.resize(static_cast<size_t>(dst.rows) * dst.cols * C);
-  const int64_t dst_step = static_cast<int64_t>(dst.cols) * C;
-  const int32_t half = 1 << (kPrecisionBits - 1);
-  if (horizontal && C == 3) {  // the common case, all three channels per tap
-    for (int y = 0; y < src.rows; ++y) {
-      const uint8_t* in = src.row(y);
-      uint8_t* out = dst.data.data() + y * dst_step;
-      for (int xx = 0; xx < out_size; ++xx) {
-        const int32_t* w = &t.weights[static_cast<size_t>(xx) * t.ksize];
-        const uint8_t* p = in + static_cast<ptrdiff_t>(t.first[xx]) * 3;
-        int32_t s0 = half, s1 = half, s2 = half;
-        for (int x = 0; x < t.count[xx]; ++x, p += 3) {
-          s0 += p[0] * w[x];
-          s1 += p[1] * w[x];
-          s2 += p[2] * w[x];
-        }
-        out[xx * 3] = clip8(s0);
-        out[xx * 3 + 1] = clip8(s1);
-        out[xx * 3 + 2] = clip8(s2);
-      }
-    }
-  } else if (horizontal) {
-    for (int y = 0; y < src.rows; ++y) {
-      const uint8_t* in = src.row(y);
-      uint8_t* out = dst.data.data() + y * dst_step;
-      for (int xx = 0; xx < out_size; ++xx) {
-        const int32_t* w = &t.weights[static_cast<size_t>(xx) * t.ksize];
-        const uint8_t* p = in + static_cast<ptrdiff_t>(t.first[xx]) * C;
-        for (int c = 0; c < C; ++c) {
-          int32_t sum = half;
-          for (int x = 0; x < t.count[xx]; ++x) sum += p[x * C + c] * w[x];
-          out[xx * C + c] = clip8(sum);
-        }
-      }
-    }
-  } else {
-    const int row = src.cols * C;
-    std::vector<int32_t> acc(row);
-    for (int yy = 0; yy < out_size; ++yy) {
-      const int32_t* w = &t.weights[static_cast<size_t>(yy) * t.ksize];
-      std::fill(acc.begin(), acc.end(), half);
-      for (int y = 0; y < t.count[yy]; ++y) {
-        const uint8_t* in = src.row(t.first[yy] + y);
-        const int32_t wy = w[y];
-        for (int i = 0; i < row; ++i) acc[i] += in[i] * wy;
-      }
-      uint8_t* out = dst.data.data() + yy * dst_step;
-      for (int i = 0; i < row; ++i) out[i] = clip8(acc[i]);
-    }
-  }
-  return dst;
+  if (!horizontal) return vertical_pass(src, out_size);
+  return transpose(vertical_pass(transpose(src).view(), out_size).view());
 }
 
 /// A copy with packed rows (what a resize that changes nothing returns).
