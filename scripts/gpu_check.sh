@@ -23,6 +23,7 @@ log "unpacking carried packages"
 [ -d .gpu/deb ] || { echo "no .gpu/: run scripts/gpu_prepare.sh here first and carry .gpu" >&2; exit 2; }
 mkdir -p "$DEPS"
 for f in .gpu/deb/*.deb; do dpkg -x "$f" "$DEPS"; done
+rm -f "$DEPS/usr/lib/$ARCH/libz.so"  # points at Debian's absolute runtime path; the machine's own libz is linked
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl \
   && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 export LD_LIBRARY_PATH=$DEPS/usr/lib/$ARCH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -31,9 +32,11 @@ python3 -c 'import torch, open_clip; print("torch", torch.__version__, "cuda", t
   | tee -a "$OUT/gpu_check.log"
 
 log "configure + build (CUDA, no OpenCV)"
+# zlib1g-dev's libz.so points at the Debian runtime's absolute path: link the machine's own.
+ZLIB_SO=$(ls /usr/lib/$ARCH/libz.so.1 /lib/$ARCH/libz.so.1 2>/dev/null | head -1)
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DTORCHCLIP_CUDA=ON -DTORCHCLIP_OPENCV=OFF \
   -DCMAKE_PREFIX_PATH="$DEPS/usr" -DSENTENCEPIECE_ROOT="$DEPS/usr" -DGLOO_INCLUDE_DIR="$DEPS/usr/include" \
-  -DZLIB_INCLUDE_DIR="$DEPS/usr/include" > "$OUT/configure.log" 2>&1 || { log "configure FAILED"; tail -40 "$OUT/configure.log"; exit 1; }
+  -DZLIB_INCLUDE_DIR="$DEPS/usr/include" -DZLIB_LIBRARY="$ZLIB_SO" > "$OUT/configure.log" 2>&1 || { log "configure FAILED"; tail -40 "$OUT/configure.log"; exit 1; }
 cmake --build build-gpu -j "$(nproc)" --target torchclip unit_tests cuda_tests > "$OUT/build.log" 2>&1 \
   || { log "build FAILED"; grep -m20 -B2 -A8 'error' "$OUT/build.log"; exit 1; }
 log "built"
