@@ -186,6 +186,37 @@ TEST(Csv, MissingColumnNamesFileAndHeader) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Csv, AByteOrderMarkIsStrippedAndATabSeparatedCsvIsSniffed) {
+  auto dir = test::temp_dir("csvsniff");
+  std::ofstream(dir / "d.csv") << "\xEF\xBB\xBF" << "filepath\ttitle\na.png\ta caption, with a comma\n";
+  auto src = csv_source((dir / "d.csv").string());  // was: "no column 'filepath'"
+  EXPECT_NE(src->describe().find("tab-separated"), std::string::npos) << src->describe();
+  StreamSpec spec;
+  spec.shuffle = false;
+  auto stream = src->open(spec);
+  RawSample r;
+  ASSERT_TRUE(stream->next(r));
+  EXPECT_EQ(r.caption, "a caption, with a comma");
+  EXPECT_EQ(std::filesystem::path(r.image_path).filename(), "a.png");
+  std::ofstream(dir / "c.tsv") << "filepath,title\nb.png,x\n";  // commas only: commas, whatever the extension
+  EXPECT_NE(csv_source((dir / "c.tsv").string())->describe().find(",-separated"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Sources, AFolderWhoseNameHasTarIsAnImageFolderNotShards) {
+  EXPECT_TRUE(is_shard_spec("s-{000..009}.tar"));
+  EXPECT_TRUE(is_shard_spec("a.tar::b/c-{0..1}.tar"));
+  EXPECT_FALSE(is_shard_spec("photos.tar.d"));
+  EXPECT_FALSE(is_shard_spec("a.tar::b.csv"));
+  auto dir = test::temp_dir("tarfolder");
+  std::filesystem::create_directories(dir / "x.tar" / "cat");
+  std::filesystem::copy_file(std::string(TORCHCLIP_SOURCE_DIR) + "/tests/data/images/rgb.png", dir / "x.tar" / "cat" / "1.png");
+  auto src = open_source((dir / "x.tar").string());
+  EXPECT_NE(src->describe().find("image folder"), std::string::npos) << src->describe();
+  EXPECT_EQ(src->size(), 1);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Shards, BraceExpansionAndSources) {
   EXPECT_EQ(expand_shards("s-{008..011}.tar"),
             (std::vector<std::string>{"s-008.tar", "s-009.tar", "s-010.tar", "s-011.tar"}));
@@ -242,6 +273,27 @@ TEST(Shards, TarMembersGroupIntoSamplesAndProblemsAreNamed) {
   w0.workers = w1.workers = 2;
   w1.worker = 1;
   EXPECT_EQ(read_all(*src, w0).size() + read_all(*src, w1).size(), 6u);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Shards, EmptyCaptionsAndMembersWithoutAKeyAreCountedNotUsed) {
+  auto dir = test::temp_dir("tarempty");
+  const std::string png = fixture("rgb.png");
+  {
+    TarWriter t((dir / "s.tar").string());
+    t.add("a.jpg", png);
+    t.add("a.txt", " \n");  // empty caption: refused as CSV refuses it
+    t.add(".txt", "no key");  // was dropped without a count
+    t.add("b.jpg", png);
+    t.add("b.txt", "fine");
+    t.close();
+  }
+  auto all = read_all(*webdataset_source((dir / "s.tar").string()));
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].error_reason, "empty_caption");
+  EXPECT_EQ(all[1].error_reason, "tar_empty_key");
+  EXPECT_TRUE(all[2].error_reason.empty());
+  EXPECT_EQ(all[2].caption, "fine");
   std::filesystem::remove_all(dir);
 }
 

@@ -7,6 +7,7 @@
 #include "search/index.h"
 #include "train/step.h"
 #include "train/trainer.h"
+#include "util/args.h"
 #include "util/device.h"
 
 #include <ATen/ATen.h>
@@ -101,6 +102,36 @@ TEST(TrainConfig, ErrorsNameFileKeyAndChoices) {
   m = error_of([&] { load_train_config(c.path("model: tiny\ndata: {train: x.csv}\n"), {"train.device=gpu"}); });
   EXPECT_NE(m.find("train.device"), std::string::npos) << m;
   EXPECT_NE(m.find("auto, cpu, cuda, cuda:N"), std::string::npos) << m;
+}
+
+TEST(TrainConfig, RepeatedKeysAreErrorsAndIntegersAreDecimal) {
+  Cfg c;
+  // yaml-cpp would take the first value of a repeated key silently.
+  auto m = error_of([&] { load_train_config(c.path("model: tiny\ndata:\n  train: x.csv\n  batch_size: 8\n  batch_size: 16\n")); });
+  EXPECT_NE(m.find("t.yaml:5: key 'batch_size' repeats the one on line 4"), std::string::npos) << m;
+  // "016" is sixteen, not octal 14; "1e12" and "0x10" are not integers.
+  EXPECT_EQ(load_train_config(c.path("model: tiny\ndata: {train: x.csv}\n"), {"data.batch_size=016"}).data().batch_size(), 16);
+  m = error_of([&] { load_train_config(c.path("model: tiny\ndata: {train: x.csv}\n"), {"data.batch_size=1e12"}); });
+  EXPECT_NE(m.find("data.batch_size"), std::string::npos) << m;
+  EXPECT_NE(m.find("decimal digits"), std::string::npos) << m;
+  m = error_of([&] { load_train_config(c.path("model: tiny\ndata: {train: x.csv}\n"), {"data.workers=0x10"}); });
+  EXPECT_NE(m.find("data.workers"), std::string::npos) << m;
+  m = error_of([&] { load_train_config(c.path("model: tiny\ndata: {train: x.csv}\n"), {"train.steps=99999999999999999999"}); });
+  EXPECT_NE(m.find("out of range"), std::string::npos) << m;
+}
+
+TEST(Args, RepeatedSingleFlagsAndMissingValuesAreUsageErrors) {
+  auto parse = [](std::vector<std::string> v) { return Args(v); };
+  auto a = parse({"--k", "2", "--k", "5"});
+  EXPECT_THROW(a.get_int("k", 10), UsageError);
+  auto b = parse({"--query", "a", "--query", "b"});
+  EXPECT_EQ(b.get_all("query"), (std::vector<std::string>{"a", "b"}));  // repeatable flags stay so
+  auto c = parse({"--json", "--query"});
+  EXPECT_THROW(c.get_all("query"), UsageError);  // would have read queries from stdin
+  auto d = parse({"--data"});
+  EXPECT_THROW(d.require("data"), UsageError);
+  auto e = parse({"--k", "3"});
+  EXPECT_EQ(e.get_int("k", 10), 3);
 }
 
 TEST(Device, NamesResolveOrFailNamingTheKey) {

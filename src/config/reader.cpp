@@ -2,13 +2,40 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <map>
+
 namespace torchclip {
 
 namespace detail {
 
+namespace {
+
+/// yaml-cpp keeps every pair of a mapping, and lookups take the first of a repeated key: a
+/// repeated key is an error naming both lines, in every mapping of the file.
+void check_unique_keys(const YAML::Node& node, const std::string& path) {
+  if (node.IsMap()) {
+    std::map<std::string, int> first_line;
+    for (const auto& kv : node) {
+      const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : std::string();
+      const int line = kv.first.Mark().line + 1;
+      auto [it, inserted] = first_line.emplace(key, line);
+      if (!inserted)
+        throw ConfigError(fmt::format("{}:{}: key '{}' repeats the one on line {}; each key may appear once", path, line,
+                                      key, it->second));
+      check_unique_keys(kv.second, path);
+    }
+  } else if (node.IsSequence()) {
+    for (const auto& e : node) check_unique_keys(e, path);
+  }
+}
+
+}  // namespace
+
 YAML::Node load_yaml_file(const std::string& path) {
   try {
-    return YAML::LoadFile(path);
+    YAML::Node root = YAML::LoadFile(path);
+    check_unique_keys(root, path);
+    return root;
   } catch (const YAML::BadFile&) {
     throw ConfigError(fmt::format("{}: cannot open the file", path));
   } catch (const YAML::ParserException& e) {

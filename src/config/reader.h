@@ -158,6 +158,19 @@ class Reader {
   template <typename T>
   T scalar(const YAML::Node& n, const std::string& key, const char* expected) const {
     if (!n.IsScalar()) fail(n, fmt::format("expected {}, got {}", expected, kind(n)), key);
+    if constexpr (std::is_same_v<T, int64_t>) {
+      // Decimal only: yaml-cpp reads "016" as octal 14 and "0x10" as 16, which nobody means in a
+      // config; "1e12" is a float, not a count.
+      const std::string& s = n.Scalar();
+      const size_t start = !s.empty() && (s[0] == '-' || s[0] == '+') ? 1 : 0;
+      const bool decimal = s.size() > start && s.find_first_not_of("0123456789", start) == std::string::npos;
+      if (!decimal) fail(n, fmt::format("expected {} (decimal digits), got {}", expected, kind(n)), key);
+      try {
+        return std::stoll(s);
+      } catch (const std::exception&) {
+        fail(n, fmt::format("expected {}, got {}, which is out of range", expected, kind(n)), key);
+      }
+    }
     try {
       return n.as<T>();
     } catch (const YAML::Exception&) {

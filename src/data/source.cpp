@@ -77,13 +77,30 @@ class ListSource : public SampleSource {
   std::vector<RawSample> samples_;
 };
 
+/// The separator of a header line: tab or comma, whichever it has when it has only one of them
+/// (a tab-separated ".csv" is common, and OpenCLIP's own default is tab); otherwise `fallback`.
+char sniff_separator(const std::string& text, char fallback) {
+  const std::string header = text.substr(0, text.find_first_of("\r\n"));
+  bool quoted = false, tab = false, comma = false;
+  for (char c : header) {
+    if (c == '"') quoted = !quoted;
+    else if (!quoted && c == '\t') tab = true;
+    else if (!quoted && c == ',') comma = true;
+  }
+  if (tab != comma) return tab ? '\t' : ',';
+  return fallback;
+}
+
 class CsvSource : public ListSource {
  public:
   CsvSource(std::string path, const CsvOptions& o) : path_(std::move(path)) {
     const std::string dir = fs::path(path_).parent_path().string();
+    std::string text = read_file(path_);
+    if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);  // a UTF-8 byte-order mark before the header
     char sep = o.separator();
-    if (sep == 0) sep = fs::path(path_).extension() == ".csv" ? ',' : '\t';
-    auto rows = parse_csv(read_file(path_), sep);
+    if (sep == 0) sep = sniff_separator(text, fs::path(path_).extension() == ".csv" ? ',' : '\t');
+    separator_ = sep;
+    auto rows = parse_csv(text, sep);
     if (rows.empty()) throw std::runtime_error(fmt::format("{}: empty file; expected a header row", path_));
     const auto& header = rows[0].fields;
     auto column = [&](const std::string& name) -> int64_t {
@@ -128,10 +145,13 @@ class CsvSource : public ListSource {
     }
   }
 
-  std::string describe() const override { return fmt::format("csv {} ({} rows)", path_, samples_.size()); }
+  std::string describe() const override {
+    return fmt::format("csv {} ({} rows, {}-separated)", path_, samples_.size(), separator_ == '\t' ? "tab" : std::string(1, separator_));
+  }
 
  private:
   std::string path_;
+  char separator_ = ',';
 };
 
 // ---- image files and ImageFolder trees ------------------------------------------------------
@@ -256,6 +276,15 @@ class WebDatasetSource : public SampleSource {
         const size_t slash = name.rfind('/');
         const size_t dot = name.find('.', slash == std::string::npos ? 0 : slash + 1);
         const std::string key = name.substr(0, dot);
+        if (key.empty() || key.back() == '/') {  // ".txt", "dir/.jpg": no sample key, so no sample to join
+          flush();
+          RawSample bad;
+          bad.origin = fmt::format("{}:{}", shard_, name);
+          bad.error_reason = "tar_empty_key";
+          bad.error_message = "a member whose name has no key before its extension";
+          buffer_.push_back(std::move(bad));
+          return true;
+        }
         std::string ext = dot == std::string::npos ? "" : name.substr(dot + 1);
         std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
         bool emitted = false;
@@ -289,6 +318,9 @@ class WebDatasetSource : public SampleSource {
         } else if (!has_caption_) {
           current_.error_reason = "tar_no_caption";
           current_.error_message = "an image without a caption (.txt)";
+        } else if (current_.caption.find_first_not_of(" \t\r\n") == std::string::npos) {
+          current_.error_reason = "empty_caption";  // as for CSV rows
+          current_.error_message = "the caption is empty";
         }
       }
       buffer_.push_back(std::move(current_));
@@ -600,6 +632,16 @@ std::shared_ptr<SampleSource> synthetic_source(int64_t count, int w, int h, int 
   return std::make_shared<SyntheticSource>(count, w, h, quality);
 }
 
+bool is_shard_spec(const std::string& spec) {
+  for (size_t start = 0;;) {  // every "::"-joined part names .tar files
+    const size_t end = std::min(spec.find("::", start), spec.size());
+    const std::string part = spec.substr(start, end - start);
+    if (part.size() < 4 || part.compare(part.size() - 4, 4, ".tar") != 0) return false;
+    if (end == spec.size()) return true;
+    start = end + 2;
+  }
+}
+
 std::shared_ptr<SampleSource> open_source(const std::string& spec, const CsvOptions& csv) {
   if (spec.rfind("synthetic:", 0) == 0) {
     int64_t n = 0;
@@ -609,8 +651,8 @@ std::shared_ptr<SampleSource> open_source(const std::string& spec, const CsvOpti
     return synthetic_source(n, w, h);
   }
   if (fs::path(spec).extension() == ".safetensors") return pack_source(spec);
-  if (spec.find(".tar") != std::string::npos) return webdataset_source(spec);
-  if (fs::is_directory(spec)) return image_folder_source(spec, image_folder_classes(spec));
+  if (fs::is_directory(spec)) return image_folder_source(spec, image_folder_classes(spec));  // "x.tar/" too
+  if (is_shard_spec(spec)) return webdataset_source(spec);
   if (!fs::is_regular_file(spec))
     throw std::runtime_error(fmt::format("'{}': no such file; a data source is a .csv/.tsv file, WebDataset .tar "
                                          "shards (brace ranges and '::' allowed), a .safetensors tensor file (torchclip data pack), an "

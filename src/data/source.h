@@ -107,6 +107,9 @@ constexpr const char* kPackFormat = "torchclip-pack-v1";
 /// folder (ImageFolder tree labelled by its sorted folder names), else a CSV/TSV file.
 std::shared_ptr<SampleSource> open_source(const std::string& spec, const CsvOptions& csv = {});
 
+/// Whether `spec` names WebDataset shards: every "::"-joined part ends in ".tar".
+bool is_shard_spec(const std::string& spec);
+
 /// Brace expansion of shard names: "a-{00..02}.tar::b.tar" -> a-00.tar a-01.tar a-02.tar b.tar.
 std::vector<std::string> expand_shards(const std::string& spec);
 

@@ -23,8 +23,15 @@ Args::Args(const std::vector<std::string>& args) {
   }
 }
 
+/// A single-valued flag given more than once is a usage error, not "the first one wins".
+void Args::single(const std::string& name) const {
+  const size_t n = values_.count(name) + flags_.count(name);
+  if (n > 1) throw UsageError(fmt::format("--{} is given {} times; it takes one value", name, n));
+}
+
 std::string Args::get(const std::string& name, const std::string& fallback) {
   known_.insert(name);
+  single(name);
   auto it = values_.find(name);
   if (it == values_.end()) {
     if (flags_.count(name)) throw UsageError(fmt::format("--{} needs a value", name));
@@ -35,8 +42,12 @@ std::string Args::get(const std::string& name, const std::string& fallback) {
 
 std::string Args::require(const std::string& name) {
   known_.insert(name);
+  single(name);
   auto it = values_.find(name);
-  if (it == values_.end()) throw UsageError(fmt::format("--{} is required", name));
+  if (it == values_.end()) {
+    if (flags_.count(name)) throw UsageError(fmt::format("--{} needs a value", name));
+    throw UsageError(fmt::format("--{} is required", name));
+  }
   return it->second;
 }
 
@@ -74,6 +85,8 @@ bool Args::flag(const std::string& name) {
 
 std::vector<std::string> Args::get_all(const std::string& name) {
   known_.insert(name);
+  // "--query" with nothing after it must not fall back to what an empty list means (stdin).
+  if (flags_.count(name)) throw UsageError(fmt::format("--{} needs a value", name));
   std::vector<std::string> out;
   auto range = values_.equal_range(name);
   for (auto it = range.first; it != range.second; ++it) out.push_back(it->second);

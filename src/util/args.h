@@ -34,6 +34,7 @@ class Args {
   void finish() const;
 
  private:
+  void single(const std::string& name) const;
   std::multimap<std::string, std::string> values_;
   std::set<std::string> flags_;
   std::set<std::string> known_;
