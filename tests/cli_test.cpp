@@ -89,6 +89,20 @@ TEST(Cli, ModelInfoPrintsCountsAndStateDict) {
   EXPECT_NE(r.out.find("visual.conv1.weight 768x3x32x32"), std::string::npos);
 }
 
+TEST(Cli, CountFlagsOutsideTheirRangeAreUsageErrorsBeforeAnyWork) {
+  // embed --batch 0 used to loop forever; a repeated single-valued flag took its first value.
+  for (const auto& [args, says] : std::vector<std::pair<std::string, std::string>>{
+           {"embed --model nowhere --texts - --out x.npy --batch 0", "--batch 0 is outside [1, 65536]"},
+           {"train --config nowhere.yaml --nproc 1000", "--nproc 1000 is outside [1, 256]"},
+           {"zeroshot --model nowhere --classes a,b --images x.png --max-rows -1", "--max-rows -1 is outside"},
+           {"search --index nowhere --model nowhere --query a --k 0", "--k 0 is outside"},
+           {"bench data --images 10 --workers 2 --workers 3", "--workers is given 2 times"}}) {
+    auto r = run(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find(says), std::string::npos) << args << "\n" << r.out;
+  }
+}
+
 TEST(Cli, BadConfigIsAClearErrorWithExitCode3) {
   auto r = run("model info --config no-such-model");
   EXPECT_EQ(r.code, 3);

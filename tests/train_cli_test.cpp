@@ -136,6 +136,13 @@ TEST_F(TrainFixture, CorruptCheckpointIsDetectedAndSkipped) {
   EXPECT_NE(again.out.find("--resume auto"), std::string::npos) << again.out;
 }
 
+TEST_F(TrainFixture, ResumingPastTheRunsStepsIsAnErrorNotASuccess) {
+  ASSERT_EQ(run(train("p", "--set train.steps=4 --set data.val=\"\"")).code, 0);
+  auto r = run(train("p", "--set train.steps=2 --set data.val=\"\" --resume auto"));  // printed "4/2" and exited 0
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("is at step 4, past this run's 2 steps"), std::string::npos) << r.out;
+}
+
 TEST_F(TrainFixture, SigtermSavesACheckpointAndExitsWithCode5) {
   pid_t pid = spawn(train("s", "--set train.steps=100000 --set train.checkpoint_every=0"));
   wait_for_step("s", 2);

@@ -18,16 +18,16 @@ namespace torchclip::tools {
 
 int bench_data_main(Args& args) {
   BenchDataOptions o;
-  o.images(args.get_int("images", o.images()))
-      .workers(args.get_int("workers", o.workers()))
+  o.images(args.get_int("images", o.images(), 1, 100000000))
+      .workers(args.get_int("workers", o.workers(), 1, 256))
       .resize(parse_enum<ResizeMode>(args.get("resize", enum_name(o.resize())), "--resize"))
-      .batch(args.get_int("batch", o.batch()))
-      .image_size(args.get_int("size", o.image_size()))
+      .batch(args.get_int("batch", o.batch(), 1, 65536))
+      .image_size(args.get_int("size", o.image_size(), 1, 4096))
       .dir(args.get("dir", o.dir()))
       .data(args.get("data", o.data()))
       .python(args.get("python", o.python()))
       .compare(!args.flag("no-compare"))
-      .rounds(args.get_int("rounds", o.rounds()));
+      .rounds(args.get_int("rounds", o.rounds(), 1, 100));
   const bool json = args.flag("json");
   args.finish();
   BenchDataResult r = bench_data(o);
@@ -37,11 +37,11 @@ int bench_data_main(Args& args) {
 
 int bench_search_main(Args& args) {
   BenchSearchOptions o;
-  o.rows(args.get_int("rows", o.rows()))
-      .dim(args.get_int("dim", o.dim()))
-      .k(args.get_int("k", o.k()))
-      .queries(args.get_int("queries", o.queries()))
-      .batch(args.get_int("batch", o.batch()))
+  o.rows(args.get_int("rows", o.rows(), 1, 10000000000))
+      .dim(args.get_int("dim", o.dim(), 1, 65536))
+      .k(args.get_int("k", o.k(), 1, 1000000))
+      .queries(args.get_int("queries", o.queries(), 1, 1000000))
+      .batch(args.get_int("batch", o.batch(), 1, 65536))
       .dtype(args.get("dtype", o.dtype()))
       .python(args.get("python", o.python()))
       .compare(!args.flag("no-compare"));
@@ -105,22 +105,22 @@ int bench_main(const Argv& argv) {
     throw UsageError("bench needs a target: bench model | bench train | bench data | bench search");
   BenchModelOptions o;
   o.config(args.require("config"))
-      .batch(args.get_int("batch", o.batch()))
-      .iters(args.get_int("iters", o.iters()))
-      .warmup(args.get_int("warmup", o.warmup()))
+      .batch(args.get_int("batch", o.batch(), 1, 65536))
+      .iters(args.get_int("iters", o.iters(), 1, 1000000))
+      .warmup(args.get_int("warmup", o.warmup(), 0, 1000000))
       .precision(args.get("precision", o.precision()))
       .device(args.get("device", o.device()))
-      .threads(args.get_int("threads", o.threads()))
+      .threads(args.get_int("threads", o.threads(), 0, 1024))
       .grad_checkpointing(args.flag("grad-checkpointing"))
       .bucket_mb(args.get_double("bucket-mb", o.bucket_mb()))
       .profile(args.get("profile", ""));
   const bool json = args.flag("json");
-  const int64_t nproc = args.get_int("nproc", 1);
+  const int64_t nproc = args.get_int("nproc", 1, 1, 256);
   const std::string rank_result = args.get("rank-result", "");
   const auto train_options = BenchTrainOptions()
                                  .openclip_tuned_malloc(args.flag("openclip-tuned-malloc"))
                                  .openclip_compile(args.flag("openclip-compile"))
-                                 .rounds(args.get_int("rounds", 1));
+                                 .rounds(args.get_int("rounds", 1, 1, 100));
   o.progress(!json);
   args.finish();
   const auto env = dist::Env::from_environment();

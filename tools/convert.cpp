@@ -9,7 +9,7 @@ namespace torchclip::tools {
 int convert_main(const Argv& argv) {
   Args args(argv);
   const std::string config = args.require("openclip-config"), weights = args.require("weights"), out = args.require("out");
-  const int64_t image_size = args.get_int("image-size", 0);
+  const int64_t image_size = args.get_int("image-size", 0, 0, 4096);
   args.finish();
   convert_openclip(openclip_model_config(config), weights, out, image_size);
   fmt::print("wrote model folder {} (model.safetensors, config.yaml, CLIP BPE tokenizer)\n", out);

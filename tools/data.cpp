@@ -31,10 +31,9 @@ int pack_main(Args& args) {
   auto csv = csv_flags(args);
   data::PackOptions o;
   o.out(args.require("out"))
-      .image_size(args.get_int("image-size", o.image_size()))
-      .workers(args.get_int("workers", o.workers()))
+      .image_size(args.get_int("image-size", o.image_size(), 1, 4096))
+      .workers(args.get_int("workers", o.workers(), 1, 256))
       .resize(parse_enum<ResizeMode>(args.get("resize", "pil"), "--resize"));
-  if (o.workers() < 1 || o.workers() > 256) throw UsageError(fmt::format("--workers {} is outside [1, 256]", o.workers()));
   const bool json = args.flag("json");
   args.finish();
   const auto r = data::write_pack(data::open_source(spec, csv), load_tokenizer("clip-bpe"), o.progress(!json));
@@ -58,10 +57,10 @@ int data_main(const Argv& argv) {
   auto csv = csv_flags(args);
   auto tokenizer = load_tokenizer(args.get("tokenizer", "clip-bpe"));
   data::LoaderOptions o;
-  o.workers(args.get_int("workers", 2))
+  o.workers(args.get_int("workers", 2, 1, 256))
       .batch_size(256)
-      .context_length(args.get_int("context-length", 77))
-      .max_image_pixels(args.get_int("max-image-pixels", o.max_image_pixels()));
+      .context_length(args.get_int("context-length", 77, 1, 4096))
+      .max_image_pixels(args.get_int("max-image-pixels", o.max_image_pixels(), 1, 10000000000));
   const bool json = args.flag("json");
   args.finish();
   auto report = data::check_dataset(data::open_source(spec, csv), tokenizer, o, !json);

@@ -20,7 +20,7 @@ int eval_main(const Argv& argv) {
   auto csv = csv_flags(args);
   if (csv.label_key().empty()) csv.label_key("label");
   const std::string classes_file = args.get("classes", ""), templates_file = args.get("templates", "");
-  const int64_t workers = args.get_int("workers", 2), k = args.get_int("k", 8);
+  const int64_t workers = args.get_int("workers", 2, 1, 256), k = args.get_int("k", 8, 1, 1000000);
   const auto queries = args.get_all("query");
   const std::string grid = args.get("grid", "");
   const bool json = args.flag("json");

@@ -25,7 +25,7 @@ int embed_main(const Argv& argv) {
   const std::string model_dir = args.require("model"), out = args.require("out");
   const std::string spec = args.get("data", ""), texts_file = args.get("texts", ""), resize_flag = args.get("resize", "pil");
   const std::string dtype = args.get("dtype", "fp32");
-  const int64_t workers = args.get_int("workers", 2), batch = args.get_int("batch", 64);
+  const int64_t workers = args.get_int("workers", 2, 1, 256), batch = args.get_int("batch", 64, 1, 65536);
   auto csv = csv_flags(args);
   const auto images = image_args(args);
   const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
@@ -84,8 +84,8 @@ int index_main(const Argv& argv) {
   const std::string spec = args.get("data", "");
   IndexOptions o;
   o.dtype(args.get("dtype", o.dtype()))
-      .workers(args.get_int("workers", o.workers()))
-      .batch_size(args.get_int("batch", o.batch_size()))
+      .workers(args.get_int("workers", o.workers(), 1, 256))
+      .batch_size(args.get_int("batch", o.batch_size(), 1, 65536))
       .resize(parse_enum<ResizeMode>(args.get("resize", enum_name(o.resize())), "--resize"))
       .measure_model(args.flag("measure-model"));
   const bool json = args.flag("json");
@@ -121,7 +121,7 @@ int search_main(const Argv& argv) {
   const std::string index_path = args.require("index"), model_dir = args.require("model");
   auto queries = args.get_all("query");
   const std::string image = args.get("image", ""), gallery = args.get("gallery", ""), grid = args.get("grid", "");
-  const int64_t k = args.get_int("k", 10);
+  const int64_t k = args.get_int("k", 10, 1, 1000000);
   const bool json = args.flag("json");
   const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
   args.finish();

@@ -17,7 +17,7 @@ int tokenizer_main(const Argv& argv) {
     SentencePieceTrainOptions o;
     o.input(args.require("input"))
         .out(args.require("out"))
-        .vocab_size(args.get_int("vocab-size", o.vocab_size()))
+        .vocab_size(args.get_int("vocab-size", o.vocab_size(), 1, 10000000))
         .model_type(args.get("model-type", o.model_type()))
         .character_coverage(args.get_double("character-coverage", o.character_coverage()))
         .lowercase(!args.flag("keep-case"));
@@ -32,7 +32,7 @@ int tokenizer_main(const Argv& argv) {
   }
   if (verb == "encode") {
     auto tok = load_tokenizer(args.get("tokenizer", "clip-bpe"));
-    const int64_t ctx = args.get_int("context-length", 0);
+    const int64_t ctx = args.get_int("context-length", 0, 0, 4096);
     auto texts = args.get_all("text");
     args.finish();
     if (texts.empty()) {  // one text per line from stdin

@@ -16,8 +16,8 @@ int train_main(const Argv& argv) {
   TrainRunOptions run;
   run.out_dir(args.get("out", "runs/" + std::filesystem::path(config).stem().string()))
       .resume(args.get("resume", ""))
-      .stop_after(args.get_int("stop-after", 0));
-  const int64_t nproc = args.get_int("nproc", 1);
+      .stop_after(args.get_int("stop-after", 0, 0, 1000000000000));
+  const int64_t nproc = args.get_int("nproc", 1, 1, 256);
   auto overrides = args.get_all("set");
   args.finish();
   if (nproc < 1) throw UsageError(fmt::format("--nproc must be >= 1, got {}", nproc));

@@ -40,8 +40,8 @@ int zeroshot_main(const Argv& argv) {
   const std::string classifier_file = args.get("classifier", ""), save_file = args.get("save-classifier", "");
   const std::string spec = args.get("data", ""), confusion = args.get("confusion", "");
   const ResizeMode resize = parse_enum<ResizeMode>(args.get("resize", "pil"), "--resize");
-  const int64_t top_k = args.get_int("top-k", 5), workers = args.get_int("workers", 2);
-  const int64_t max_rows = args.get_int("max-rows", 50);
+  const int64_t top_k = args.get_int("top-k", 5, 1, 1000000), workers = args.get_int("workers", 2, 1, 256);
+  const int64_t max_rows = args.get_int("max-rows", 50, 0, 1000000000);
   const bool json = args.flag("json"), csv_out = args.flag("csv");
   auto csv = csv_flags(args);
   const auto images = image_args(args);
@@ -50,7 +50,6 @@ int zeroshot_main(const Argv& argv) {
   if (classes_arg.empty() == classifier_file.empty() && !(classes_arg.empty() && std::filesystem::is_directory(spec)))
     throw UsageError("give --classes FILE|a,b,c or --classifier FILE (or --data with an ImageFolder tree)");
   if (!images.empty() && !spec.empty()) throw UsageError("give --images or --data, not both");
-  if (top_k <= 0) throw UsageError("--top-k must be positive");
 
   auto m = load_model_dir(model_dir, device);
   ZeroShotClassifier clf;

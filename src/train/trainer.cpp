@@ -264,6 +264,10 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   TrainerState st;
   if (resume_from) {
     st = load_checkpoint(*resume_from, model, optimizer);
+    if (st.step > total)
+      throw std::runtime_error(fmt::format("{} is at step {}, past this run's {} steps (train.steps or train.epochs): "
+                                           "raise them to continue training, or evaluate the checkpoint's model folder",
+                                           *resume_from, st.step, total));
     restore_loader(loader, st, job);
     if (job.env.rank > 0) at::manual_seed(loop.seed() + static_cast<uint64_t>(job.env.rank) + static_cast<uint64_t>(st.step));
   } else {

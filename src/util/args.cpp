@@ -72,6 +72,12 @@ int64_t Args::get_int(const std::string& name, int64_t fallback) {
   return v.empty() ? fallback : parse_number<int64_t>(name, v, "an integer");
 }
 
+int64_t Args::get_int(const std::string& name, int64_t fallback, int64_t lo, int64_t hi) {
+  const int64_t v = get_int(name, fallback);
+  if (v < lo || v > hi) throw UsageError(fmt::format("--{} {} is outside [{}, {}]", name, v, lo, hi));
+  return v;
+}
+
 double Args::get_double(const std::string& name, double fallback) {
   std::string v = get(name, "");
   return v.empty() ? fallback : parse_number<double>(name, v, "a number");

@@ -24,6 +24,9 @@ class Args {
   std::string get(const std::string& name, const std::string& fallback);
   std::string require(const std::string& name);
   int64_t get_int(const std::string& name, int64_t fallback);
+  /// The same, refused with a usage error naming the flag and the range outside [lo, hi]: every
+  /// count flag has one (a batch of 0 or a million processes must not get as far as a loop).
+  int64_t get_int(const std::string& name, int64_t fallback, int64_t lo, int64_t hi);
   double get_double(const std::string& name, double fallback);
   /// A boolean flag: present or not.
   bool flag(const std::string& name);
