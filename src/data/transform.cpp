@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 namespace torchclip::data {
@@ -213,6 +214,12 @@ Pixels resize(const PixelView& src, int width, int height, ResizeMode mode) {
 #endif
 }
 
+/// (x / 255 - mean) / std as x * a + b for channel c: the one pair of constants both the
+/// workers' table and normalize_images use.
+std::pair<float, float> normalize_coefficients(const Rgb& mean, const Rgb& std, int64_t c) {
+  return {static_cast<float>(1.0 / (255.0 * std[c])), static_cast<float>(-mean[c] / std[c])};
+}
+
 /// RGB CHW planes from interleaved S x S pixels: through a per-channel table into float, or
 /// copied as uint8.
 void write_planes(const PixelView& square, ChannelOrder order, const ImageTransformOptions& o, at::Tensor& out) {
@@ -223,40 +230,32 @@ void write_planes(const PixelView& square, ChannelOrder order, const ImageTransf
                   out.numel() == 3 * static_cast<int64_t>(S) * S,
               "transform: out must be a contiguous float or uint8 tensor [3, ", S, ", ", S, "]");
   const int64_t plane = static_cast<int64_t>(S) * S;
-  int src_channel[3];
-  for (int c = 0; c < 3; ++c) src_channel[c] = order == ChannelOrder::kBgr ? 2 - c : c;
-  if (out.scalar_type() == at::kByte) {
-    uint8_t* dst = out.data_ptr<uint8_t>();
+  // Each output plane c reads channel src[c] of every pixel through map(c, value).
+  auto split = [&](auto* dst, auto map) {
     for (int y = 0; y < S; ++y) {
       const uint8_t* in = square.row(y);
       for (int c = 0; c < 3; ++c) {
-        uint8_t* d = dst + c * plane + static_cast<int64_t>(y) * S;
-        const uint8_t* p = in + src_channel[c];
-        for (int x = 0; x < S; ++x) d[x] = p[x * 3];
+        auto* d = dst + c * plane + static_cast<int64_t>(y) * S;
+        const uint8_t* p = in + (order == ChannelOrder::kBgr ? 2 - c : c);
+        for (int x = 0; x < S; ++x) d[x] = map(c, p[x * 3]);
       }
     }
+  };
+  if (out.scalar_type() == at::kByte) {
+    split(out.data_ptr<uint8_t>(), [](int, uint8_t v) { return v; });
     return;
   }
-  // (x / 255 - mean) / std as x * a + b in float, rounded after each operation exactly as
-  // normalize_images computes it, so both paths give the same floats.
+  // x * a + b in float, rounded after each operation exactly as normalize_images computes it,
+  // so both paths give the same floats.
   float lut[3][256];
   for (int c = 0; c < 3; ++c) {
-    const float a = static_cast<float>(1.0 / (255.0 * o.std()[c])), b = static_cast<float>(-o.mean()[c] / o.std()[c]);
+    const auto [a, b] = normalize_coefficients(o.mean(), o.std(), c);
     for (int v = 0; v < 256; ++v) {
       volatile float scaled = static_cast<float>(v) * a;  // no fused multiply-add: two roundings
       lut[c][v] = scaled + b;
     }
   }
-  float* dst = out.data_ptr<float>();
-  for (int y = 0; y < S; ++y) {
-    const uint8_t* in = square.row(y);
-    for (int c = 0; c < 3; ++c) {
-      float* d = dst + c * plane + static_cast<int64_t>(y) * S;
-      const uint8_t* p = in + src_channel[c];
-      const float* table = lut[c];
-      for (int x = 0; x < S; ++x) d[x] = table[p[x * 3]];
-    }
-  }
+  split(out.data_ptr<float>(), [&](int c, uint8_t v) { return lut[c][v]; });
 }
 
 }  // namespace
@@ -304,7 +303,7 @@ at::Tensor normalize_images(const at::Tensor& images, const Rgb& mean, const Rgb
   at::Tensor out = images.to(at::kFloat);  // [B, 3, S, S]
   for (int64_t c = 0; c < 3; ++c) {
     // Scalars, not small tensors: nothing is copied from the host, so nothing waits on a GPU.
-    const float a = static_cast<float>(1.0 / (255.0 * std[c])), b = static_cast<float>(-mean[c] / std[c]);
+    const auto [a, b] = normalize_coefficients(mean, std, c);
     out.select(1, c).mul_(a).add_(b);
   }
   return out;

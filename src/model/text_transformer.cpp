@@ -90,7 +90,7 @@ at::Tensor TextTransformerImpl::forward(const at::Tensor& ids_in) {
   // pooled one (the padding after the longest caption) are not computed at all. The result is the
   // same function; typical captions fill a fraction of the 77-token context. (CPU only: on CUDA
   // the length would cost a device sync every step.)
-  if (!c.no_causal_mask() && c.pool_type() != TextPool::kLast && ids_in.device().is_cpu() && ids_in.size(0) > 0) {
+  if (padding_can_be_cut(c) && ids_in.device().is_cpu() && ids_in.size(0) > 0) {
     const int64_t needed = idx.max().item<int64_t>() + 1;
     if (needed < ids_in.size(1)) ids = ids_in.slice(1, 0, needed);        // [B, T']
   }

@@ -26,6 +26,9 @@ class TextTransformerImpl : public torch::nn::Cloneable<TextTransformerImpl> {
   at::Tensor forward(const at::Tensor& ids);
   /// The position each sequence is pooled at: ids [B, T] -> [B] int64.
   at::Tensor pool_index(const at::Tensor& ids) const;
+  /// Whether token positions after the last pooled one can be left out (a causal mask and a
+  /// pool at or before the end token): the same features from a shorter input.
+  static bool padding_can_be_cut(const TextCfg& c) { return !c.no_causal_mask() && c.pool_type() != TextPool::kLast; }
   /// Forward FLOPs of one sequence of `tokens` tokens (default: context_length).
   int64_t flops(int64_t tokens = 0) const;
 

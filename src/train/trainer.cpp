@@ -138,12 +138,6 @@ bool normalize_on_device(const DataCfg& d, const Job& job) {
   return d.normalize() == NormalizeOn::kDevice || (d.normalize() == NormalizeOn::kAuto && job.device.is_cuda());
 }
 
-/// Whether token columns after the longest caption can be cut before the copy: a causal text
-/// tower pooled at the end token or before it computes the same features without them.
-bool can_trim_text(const TextCfg& t) {
-  return !t.no_causal_mask() && t.pool_type() != TextPool::kLast;
-}
-
 data::LoaderOptions train_loader_options(const TrainConfig& cfg, const Job& job) {
   const DataCfg& d = cfg.data();
   return data::LoaderOptions()
@@ -282,7 +276,8 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   Progress bar("train", total, "step");
   if (progress) bar.advance(st.step);
   double wait_before = loader.stats().wait_seconds;
-  data::DeviceFeed feed(loader, job.device, data::DeviceFeedOptions().trim_text(can_trim_text(cfg.model().text_cfg())));
+  data::DeviceFeed feed(loader, job.device, data::DeviceFeedOptions().trim_text(
+                                              TextTransformerImpl::padding_can_be_cut(cfg.model().text_cfg())));
   auto next_batches = [&] {
     std::vector<MicroBatch> micro(loop.accum_steps());
     for (auto& m : micro) {
