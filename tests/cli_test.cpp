@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 #include <unistd.h>
@@ -205,8 +207,66 @@ TEST(Cli, UnknownFlagAndCommandAreUsageErrors) {
   EXPECT_NE(r.out.find("unknown flag --batchsize"), std::string::npos) << r.out;
   EXPECT_NE(run("frobnicate").out.find("unknown command"), std::string::npos);
   r = run("bench model --config tiny --precision fp8");
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 2);  // a flag's value: a usage error like any other (was 1)
   EXPECT_NE(r.out.find("--precision: \"fp8\" is not one of: fp32, bf16"), std::string::npos) << r.out;
+}
+
+TEST(Cli, HelpWorksOnEverySubcommand) {
+  // Before: some said "--config is required" or "unknown flag --help".
+  for (const char* cmd : {"train", "eval", "zeroshot", "embed", "index", "search", "convert", "export", "prepare", "data",
+                          "bench", "model", "tokenizer"}) {
+    for (const char* flag : {"--help", "-h"}) {
+      auto r = run(std::string(cmd) + " " + flag);
+      EXPECT_EQ(r.code, 0) << cmd << " " << flag << ": " << r.out;
+      EXPECT_NE(r.out.find(std::string("usage: torchclip ") + cmd), std::string::npos) << r.out;
+      EXPECT_NE(r.out.find(std::string("\n  ") + cmd), std::string::npos) << cmd << ": no usage block\n" << r.out;
+    }
+  }
+  EXPECT_NE(run("data pack --help").out.find("\n  data pack"), std::string::npos);
+}
+
+TEST(Cli, UsageErrorsExit2AndOutputPathsAreCheckedBeforeAnyWork) {
+  const auto dir = torchclip::test::temp_dir("usage");
+  const std::string missing_model = " --model " + (dir / "no-model").string();
+  struct Case {
+    std::string args, says;
+  };
+  const std::vector<Case> cases = {
+      {"search --index x.idx" + missing_model + " --query q --k 0", "--k 0 is outside"},
+      {"index" + missing_model + " --images . --out x.idx --workers 0", "--workers 0 is outside"},
+      {"eval" + missing_model + " --data synthetic:4 --resize nope", "--resize"},  // was exit 1
+      {"eval" + missing_model + " --data synthetic:4 --device tpu", "is not a device"},
+      {"embed" + missing_model + " --texts - --out /no/such/folder/e.npy", "the folder /no/such/folder does not exist"},
+      {"index" + missing_model + " --images . --out " + dir.string(), "names a folder"},
+      {"zeroshot" + missing_model + " --classes a,b --images . --save-classifier /no/such/c.safetensors", "does not exist"},
+      {"train --config tiny --out ''", "--out: the run folder is empty"},
+      {"export" + missing_model + " --out " + dir.string() + "/", "not a folder"},
+      {"convert --openclip-config ViT-B-32 --weights " + dir.string() + " --out m", "is a folder, not a file"},
+      {"convert --openclip-config ViT-B-32 --weights w.safetensors --out m --image-size 0", "--image-size 0 is outside"},
+      {"data check --data synthetic:100000000000", "COUNT must be in"},
+      {"data check --data 's-{0..999999999999}.tar'", "names more than"},
+  };
+  for (const auto& c : cases) {
+    // Each fails at once: the model folder does not even exist, so no work was started.
+    auto r = run(c.args);
+    EXPECT_EQ(r.code, 2) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.says), std::string::npos) << c.args << "\n" << r.out;
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Cli, AnUnresolvableMasterAddrIsOneLineNamingIt) {
+  const auto dir = torchclip::test::temp_dir("master_addr");
+  std::ofstream(dir / "t.yaml") << "model: tiny\ndata: {train: synthetic:8, batch_size: 4, workers: 1}\n"
+                                   "train: {steps: 1, threads: 1}\ndist: {timeout_seconds: 20}\n";
+  // A name in the .invalid domain never resolves (RFC 6761).
+  auto r = torchclip::test::run_shell("MASTER_ADDR=no-such-host.invalid MASTER_PORT=29555 WORLD_SIZE=2 RANK=1 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 timeout 60 " +
+                                      std::string(TORCHCLIP_BINARY) + " train --config " + (dir / "t.yaml").string() +
+                                      " --out " + (dir / "run").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("MASTER_ADDR='no-such-host.invalid' does not resolve"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("frame #"), std::string::npos) << r.out;  // before: a 42-frame C++ stack trace
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // noisy squares, captioned "a photo of a red square" and so on, trained for a few seconds.
 // zeroshot must beat chance widely, search must find the named colour, an updated index must
 // equal one built from scratch, and the HTML gallery must load every image in real Chromium.
+#include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "model/model_dir.h"
 
@@ -214,6 +215,96 @@ TEST_F(ToolsFixture, EmbedWritesNpyAndSafetensorsInInputOrder) {
   r = run_cli("embed" + m() + " --texts " + (d / "texts.txt").string() + " --out " + (d / "x.csv").string());
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.out.find(".npy or .safetensors"), std::string::npos) << r.out;
+}
+
+// ---- hardening: the tools with bad input and faults --------------------------------------
+
+TEST_F(ToolsFixture, LabelsPastTheClassListAreAnErrorNamingTheRowNotACrash) {
+  const fs::path& d = *dir_;
+  std::ofstream csv(d / "labelled.csv");
+  csv << "filepath,title,label\n";
+  for (int c = 0; c < 4; ++c) csv << "imgs/" << kColours[c] << "/0.png,x," << c << "\n";
+  csv.close();
+  // Before: a segfault, a bus error or std::bad_alloc (labels 2 and 3 indexed a list of two).
+  auto r = run_cli("zeroshot" + m() + " --classes red,green --templates " + (d / "templates.txt").string() + " --data " +
+                   (d / "labelled.csv").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("labelled.csv:4: label 2 is outside [0, 1]"), std::string::npos) << r.out;
+  r = run_cli("zeroshot" + m() + " --classes red,green,blue,yellow --templates " + (d / "templates.txt").string() +
+              " --data " + (d / "labelled.csv").string() + " --json");
+  EXPECT_EQ(r.code, 0) << r.out;
+}
+
+TEST_F(ToolsFixture, FolderRowsAndFolderFlagsAreReportedNotExpandedOrFatal) {
+  const fs::path& d = *dir_;
+  std::ofstream csv(d / "folders.csv");
+  csv << "filepath,title\nimgs/red,a folder\n,an empty path\n";
+  for (int i = 0; i < 6; ++i) csv << "imgs/red/" << i << ".png,a red square\n";
+  csv.close();
+  const std::string idx = (d / "folders.idx").string();
+  auto r = run_cli("index" + m() + " --data " + (d / "folders.csv").string() + " --out " + idx + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  // Before: the folder row added its 24 images to the 6 rows (and again on every update).
+  EXPECT_EQ(number_after(r.out, "total"), 6) << r.out;
+  EXPECT_NE(r.out.find("folders.csv:2: " + (d / "imgs/red").string() + " is a folder, not a file"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("folders.csv:3: csv_empty_path"), std::string::npos) << r.out;
+  r = run_cli("index" + m() + " --data " + (d / "folders.csv").string() + " --out " + idx + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(number_after(r.out, "embedded"), 0) << r.out;
+  EXPECT_EQ(number_after(r.out, "pruned"), 0) << r.out;
+  EXPECT_EQ(number_after(r.out, "kept"), 6) << r.out;
+  // Training and evaluation skip such rows and count them; a folder as a flag is a usage error.
+  r = run_cli("data check --data " + (d / "folders.csv").string() + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"image_is_folder\": 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"csv_empty_path\": 1"), std::string::npos) << r.out;
+  r = run_cli("search --index " + idx + m() + " --image " + (d / "imgs").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("is a folder, not a file"), std::string::npos) << r.out;
+}
+
+TEST_F(ToolsFixture, NoUsableDataIsAnErrorAndJsonIsAlwaysValid) {
+  const fs::path& d = *dir_;
+  std::ofstream(d / "gone.csv") << "filepath,title,label\nmissing1.png,a,0\nmissing2.png,b,1\n";
+  auto r = run_cli("eval" + m() + " --data " + (d / "gone.csv").string() + " --json");
+  EXPECT_EQ(r.code, 1) << r.out;  // before: "{}" and exit 0
+  EXPECT_NE(r.out.find("no usable images (2 samples skipped: 2 image_missing)"), std::string::npos) << r.out;
+  // A file name that is not UTF-8 (Latin-1 "café") is escaped, so Python reads the output.
+  const fs::path latin = d / "latin";
+  fs::create_directories(latin);
+  fs::copy_file(d / "imgs" / "red" / "1.png", latin / "caf\xe9.png");
+  const std::string idx = (d / "latin.idx").string();
+  ASSERT_EQ(run_cli("index" + m() + " --images " + latin.string() + " --out " + idx).code, 0);
+  r = test::run_shell(std::string(TORCHCLIP_BINARY) + " search --index " + idx + m() +
+                      " --query red --json 2>/dev/null | python3 -c 'import json,sys; j = json.load(sys.stdin); "
+                      "print(j[\"queries\"][0][\"results\"][0][\"path\"].endswith(\"caf\\ufffd.png\"))'");
+  EXPECT_EQ(r.out, "True\n") << r.out;
+}
+
+TEST_F(ToolsFixture, ARunFolderIsLockedAndInterruptedWritesAreCleanedOnResume) {
+  const fs::path& d = *dir_;
+  const fs::path run = d / "locked";
+  const std::string train = "train --config " + (d / "train.yaml").string() + " --out " + run.string() +
+                            " --set train.steps=4 --set train.checkpoint_every=2";
+  fs::create_directories(run);
+  // A second training into a folder in use is refused (before: both wrote it).
+  auto r = test::run_shell("flock " + (run / ".lock").string() + " " + TORCHCLIP_BINARY + " " + train);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("another process is using this folder"), std::string::npos) << r.out;
+  // A full disk at the first checkpoint (a file size limit: writes fail with EFBIG): a clear
+  // error, and nothing half-written left to break the next --resume auto.
+  r = test::run_shell("trap '' XFSZ; ulimit -f 300; " + std::string(TORCHCLIP_BINARY) + " " + train);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("File too large"), std::string::npos) << r.out;
+  for (const auto& e : fs::recursive_directory_iterator(run))
+    EXPECT_FALSE(is_temp_name(e.path().filename().string())) << e.path();
+  // Temporaries of a crash (kill -9 mid-write) are removed by the next run, which resumes.
+  fs::create_directories(run / "checkpoints" / "step-00000002.tmp");
+  std::ofstream(run / "train_config.yaml.tmp.Ab12Cd") << "partial";
+  r = run_cli(train + " --resume auto");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("removed 2 temporaries of interrupted writes"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(run / "checkpoints" / "step-00000004" / "MANIFEST"));
 }
 
 TEST(BenchSearch, SmallIndexIsExact) {

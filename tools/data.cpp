@@ -1,6 +1,7 @@
 #include "data/check.h"
 #include "data/pack.h"
 #include "data/prepare.h"
+#include "io/fsutil.h"
 #include "subcommands.h"
 #include "util/args.h"
 #include "util/json.h"
@@ -36,6 +37,7 @@ int pack_main(Args& args) {
       .resize(parse_enum<ResizeMode>(args.get("resize", "pil"), "--resize"));
   const bool json = args.flag("json");
   args.finish();
+  check_output_path(o.out(), "--out");
   const auto r = data::write_pack(data::open_source(spec, csv), load_tokenizer("clip-bpe"), o.progress(!json));
   if (json) {
     fmt::print("{{\"out\": {}, \"images\": {}, \"skipped\": {}, \"bytes\": {}, \"seconds\": {:.3f}}}\n", json_quote(o.out()),

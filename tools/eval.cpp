@@ -33,6 +33,7 @@ int eval_main(const Argv& argv) {
     classes = read_lines(classes_file);
     if (templates_file.empty()) throw UsageError("--classes needs --templates (one prompt per line, {} for the class)");
     templates = read_lines(templates_file);
+    csv.num_classes(static_cast<int64_t>(classes.size()));
   }
   data::Loader loader(data::open_source(spec, csv), m.tokenizer, inference_loader_options(m.config, 512, workers, resize));
   if (!queries.empty()) {  // text -> image retrieval over the data's images
@@ -49,7 +50,7 @@ int eval_main(const Argv& argv) {
         scores.push_back(score);
         if (!json) fmt::print("  {:.4f}  {}  ({})\n", score, index.paths[row].empty() ? index.origins[row] : index.paths[row],
                               index.captions[row]);
-        rows.push_back(fmt::format("{{\"score\": {:.6f}, \"path\": {}, \"origin\": {}, \"label\": {}}}", score,
+        rows.push_back(fmt::format("{{\"score\": {}, \"path\": {}, \"origin\": {}, \"label\": {}}}", json_float(score),
                                    json_quote(index.paths[row]), json_quote(index.origins[row]), index.labels[row]));
       }
       results += fmt::format("{}{{\"query\": {}, \"results\": [{}]}}", qi ? ", " : "", json_quote(queries[qi]),
@@ -65,7 +66,7 @@ int eval_main(const Argv& argv) {
   }
   auto r = evaluate(m.model, *m.tokenizer, loader, classes, templates, false, !json);
   std::string body;
-  for (const auto& [k, v] : r.metrics) body += fmt::format("{}\"{}\": {:.6g}", body.empty() ? "" : ", ", k, v);
+  for (const auto& [k, v] : r.metrics) body += fmt::format("{}{}: {}", body.empty() ? "" : ", ", json_quote(k), json_float(v, "%.6g"));
   if (json) {
     fmt::print("{{{}}}\n", body);
   } else {

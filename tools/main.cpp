@@ -1,5 +1,7 @@
 // torchclip: CLIP pretraining, evaluation and serving in C++. Dispatches to a subcommand; the only
-// place (with the subcommands) that turns library errors into exit codes.
+// place (with the subcommands) that turns library errors into exit codes: 2 for usage (a flag,
+// its value, a data spec, the environment: UsageError and std::invalid_argument), 3 for a config
+// file, 1 for everything that went wrong at run time, 5 for a training stopped by a signal.
 #include "config/model_config.h"
 #include "subcommands.h"
 #include "util/args.h"
@@ -8,9 +10,11 @@
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 #if TORCHCLIP_HAVE_OPENCV
+#include <opencv2/core.hpp>
 #include <opencv2/core/utility.hpp>
 #endif
 
+#include <cstring>
 #include <functional>
 #include <map>
 
@@ -78,6 +82,25 @@ commands:
                 prints token ids, one line per text (texts from stdin when no --text)
 )";
 
+/// The usage blocks of `command` (every block whose first word it is: "bench" gives bench model,
+/// bench train, ...), for `torchclip COMMAND --help`.
+std::string command_usage(const std::string& command) {
+  std::string out, line;
+  bool in_block = false;
+  for (size_t start = 0; start < std::strlen(kUsage);) {
+    const char* text = kUsage + start;
+    const char* nl = std::strchr(text, '\n');
+    line.assign(text, nl ? static_cast<size_t>(nl - text) : std::strlen(text));
+    start += line.size() + 1;
+    if (line.size() > 2 && line[0] == ' ' && line[1] == ' ' && line[2] != ' ') {  // a block's first line
+      const std::string word = line.substr(2, line.find(' ', 2) - 2);
+      in_block = word == command;
+    }
+    if (in_block) out += line + "\n";
+  }
+  return "usage: torchclip " + command + " [flags]\n" + out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -118,15 +141,30 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "torchclip: unknown command '{}'\n{}", args[0], kUsage);
     return 2;
   }
+  for (size_t i = 1; i < args.size(); ++i)
+    if (args[i] == "--help" || args[i] == "-h") {  // every subcommand, before any flag is checked
+      fmt::print("{}", command_usage(args[0]));
+      return 0;
+    }
   try {
     return it->second(Argv(args.begin() + 1, args.end()));
   } catch (const torchclip::UsageError& e) {
-    fmt::print(stderr, "torchclip {}: {}\n{}", args[0], e.what(), kUsage);
+    fmt::print(stderr, "torchclip {}: {}\n{}", args[0], e.what(), command_usage(args[0]));
+    return 2;
+  } catch (const std::invalid_argument& e) {  // a flag's value, a data spec or the environment: the user's input
+    fmt::print(stderr, "torchclip {}: {}\n(torchclip {} --help lists the flags)\n", args[0], e.what(), args[0]);
     return 2;
   } catch (const torchclip::ConfigError& e) {
     fmt::print(stderr, "torchclip {}: config error: {}\n", args[0], e.what());
     return 3;
-  } catch (const c10::Error& e) {
+  }
+#if TORCHCLIP_HAVE_OPENCV
+  catch (const cv::Exception& e) {  // an image operation the library did not anticipate: OpenCV's words, not its source path
+    fmt::print(stderr, "torchclip {}: image operation failed: {} (OpenCV {})\n", args[0], e.err, e.func);
+    return 1;
+  }
+#endif
+  catch (const c10::Error& e) {
     fmt::print(stderr, "torchclip {}: {}\n", args[0], e.what_without_backtrace());
     return 1;
   } catch (const std::exception& e) {  // includes file errors from tokenizers

@@ -36,6 +36,7 @@ int embed_main(const Argv& argv) {
   const bool st = out.size() > 12 && out.compare(out.size() - 12, 12, ".safetensors") == 0;
   if (!npy && !st) throw UsageError(fmt::format("--out '{}': the extension must be .npy or .safetensors", out));
   if (dtype != "fp32" && dtype != "fp16") throw UsageError("--dtype must be fp32 or fp16");
+  check_output_path(out, "--out");
 
   auto m = load_model_dir(model_dir, device);
   at::Tensor features;
@@ -95,6 +96,7 @@ int index_main(const Argv& argv) {
   const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
   args.finish();
   if (images.empty() == spec.empty()) throw UsageError("give --images PATH... or --data SOURCE");
+  check_output_path(out, "--out");
   auto m = load_model_dir(model_dir, device);
   auto r = build_index(m, images, spec, csv, out, o);
   if (json) {
@@ -126,22 +128,29 @@ int search_main(const Argv& argv) {
   const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
   args.finish();
   if (!queries.empty() && !image.empty()) throw UsageError("give --query TEXT or --image PATH, not both");
+  for (const auto& [path, flag] : {std::pair{gallery, "--gallery"}, std::pair{grid, "--grid"}})
+    if (!path.empty()) check_output_path(path, flag);
+  if (!image.empty())
+    if (const std::string problem = file_problem(image); !problem.empty())
+      throw UsageError(fmt::format("--image '{}': {}", image, problem));
   const auto t0 = std::chrono::steady_clock::now();
+  if (queries.empty() && image.empty()) {  // one query per line from stdin, all read before the index is opened
+    for (std::string line; std::getline(std::cin, line);)
+      if (!line.empty()) queries.push_back(line);
+    if (queries.empty()) throw UsageError("no query: give --query TEXT, --image PATH, or queries on stdin");
+  }
   auto index = ImageIndex::open(index_path);
   auto m = load_model_dir(model_dir, device);
   if (index.model_fingerprint() != m.fingerprint)
     throw std::runtime_error(fmt::format("{}: this index was built by model {} (fingerprint {}), not by {} (fingerprint {}); "
                                          "search with that model or rebuild the index with torchclip index",
                                          index_path, index.info["model"], index.model_fingerprint(), model_dir, m.fingerprint));
-  if (queries.empty() && image.empty()) {  // one query per line from stdin
-    for (std::string line; std::getline(std::cin, line);)
-      if (!line.empty()) queries.push_back(line);
-    if (queries.empty()) throw UsageError("no query: give --query TEXT, --image PATH, or queries on stdin");
-  }
   at::Tensor q = image.empty() ? embed_texts(m, queries) : embed_image_file(m, image, index.info.count("resize") ? parse_enum<ResizeMode>(index.info["resize"], index_path + ": resize") : ResizeMode::kPil);
   if (!image.empty()) queries = {"image: " + image};
   const auto t1 = std::chrono::steady_clock::now();
+  index.check_intact();  // the rows scanned are the rows whose paths were read at open
   auto hits = search_index(index.embeddings, q, k);
+  index.check_intact();
   const double search_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
   std::vector<std::vector<std::string>> paths(queries.size());
   std::vector<std::vector<float>> scores(queries.size());
@@ -154,7 +163,7 @@ int search_main(const Argv& argv) {
       paths[qi].push_back(index.paths[h.row]);
       scores[qi].push_back(h.score);
       if (!json) fmt::print("  {:>3}  {:.4f}  {}\n", r + 1, h.score, index.paths[h.row]);
-      rows.push_back(fmt::format("{{\"rank\": {}, \"score\": {:.6f}, \"path\": {}}}", r + 1, h.score, json_quote(index.paths[h.row])));
+      rows.push_back(fmt::format("{{\"rank\": {}, \"score\": {}, \"path\": {}}}", r + 1, json_float(h.score), json_quote(index.paths[h.row])));
     }
     results.push_back(fmt::format("{{\"query\": {}, \"results\": [{}]}}", json_quote(queries[qi]), fmt::join(rows, ", ")));
     if (!grid.empty()) {

@@ -20,7 +20,7 @@ int train_main(const Argv& argv) {
   const int64_t nproc = args.get_int("nproc", 1, 1, 256);
   auto overrides = args.get_all("set");
   args.finish();
-  if (nproc < 1) throw UsageError(fmt::format("--nproc must be >= 1, got {}", nproc));
+  if (run.out_dir().empty()) throw UsageError("--out: the run folder is empty; give a folder, e.g. runs/mine");
   const auto env = dist::Env::from_environment();
   if (nproc > 1) {
     if (env.distributed())

@@ -30,6 +30,7 @@ std::shared_ptr<data::SampleSource> image_source(const std::vector<std::string>&
   if (!images.empty()) return data::image_files_source(images);
   if (std::filesystem::is_directory(spec)) return data::image_folder_source(spec, classes);
   if (csv.label_key().empty()) csv.label_key("label");
+  csv.num_classes(static_cast<int64_t>(classes.size()));
   return data::open_source(spec, csv);
 }
 
@@ -50,6 +51,8 @@ int zeroshot_main(const Argv& argv) {
   if (classes_arg.empty() == classifier_file.empty() && !(classes_arg.empty() && std::filesystem::is_directory(spec)))
     throw UsageError("give --classes FILE|a,b,c or --classifier FILE (or --data with an ImageFolder tree)");
   if (!images.empty() && !spec.empty()) throw UsageError("give --images or --data, not both");
+  if (!save_file.empty()) check_output_path(save_file, "--save-classifier");
+  if (!confusion.empty()) check_output_path(confusion + ".csv", "--confusion");
 
   auto m = load_model_dir(model_dir, device);
   ZeroShotClassifier clf;
@@ -86,7 +89,7 @@ int zeroshot_main(const Argv& argv) {
   auto top_p = std::get<0>(top).contiguous(), top_i = std::get<1>(top).contiguous();
   const float* tp = top_p.data_ptr<float>();
   const int64_t* ti = top_i.data_ptr<int64_t>();
-  auto report = zero_shot_report(probs, e.labels);
+  auto report = zero_shot_report(probs, e.labels, e.origins);
   const int64_t N = probs.size(0);
   auto name_of = [&](int64_t i) { return e.paths[i].empty() ? e.origins[i] : e.paths[i]; };
 
@@ -111,7 +114,7 @@ int zeroshot_main(const Argv& argv) {
     for (int64_t i = 0; i < N; ++i) {
       std::vector<std::string> tops;
       for (int64_t k = 0; k < K; ++k)
-        tops.push_back(fmt::format("{{\"class\": {}, \"prob\": {:.6f}}}", json_quote(classes[ti[i * K + k]]), tp[i * K + k]));
+        tops.push_back(fmt::format("{{\"class\": {}, \"prob\": {}}}", json_quote(classes[ti[i * K + k]]), json_float(tp[i * K + k])));
       preds.push_back(fmt::format("{{\"path\": {}, \"label\": {}, \"top\": [{}]}}", json_quote(name_of(i)),
                                   e.labels[i] >= 0 ? json_quote(classes[e.labels[i]]) : "null", fmt::join(tops, ", ")));
     }
@@ -119,14 +122,14 @@ int zeroshot_main(const Argv& argv) {
     if (report.labelled) {
       for (size_t c = 0; c < classes.size(); ++c)
         per_class.push_back(fmt::format("{}: {}", json_quote(classes[c]),
-                                        std::isnan(report.per_class[c]) ? "null" : fmt::format("{:.6f}", report.per_class[c])));
+                                        json_float(report.per_class[c])));
       for (size_t c = 0; c < classes.size(); ++c) {
         std::vector<int64_t> row(classes.size());
         for (size_t j = 0; j < classes.size(); ++j) row[j] = report.confusion[c][j].item<int64_t>();
         conf_rows.push_back(fmt::format("[{}]", fmt::join(row, ", ")));
       }
-      summary = fmt::format("\"top1\": {:.6f}, \"top5\": {:.6f}, \"labelled\": {}, \"per_class\": {{{}}}, \"confusion\": [{}], ",
-                            report.top1, report.top5, report.labelled, fmt::join(per_class, ", "), fmt::join(conf_rows, ", "));
+      summary = fmt::format("\"top1\": {}, \"top5\": {}, \"labelled\": {}, \"per_class\": {{{}}}, \"confusion\": [{}], ",
+                            json_float(report.top1), json_float(report.top5), report.labelled, fmt::join(per_class, ", "), fmt::join(conf_rows, ", "));
     }
     std::vector<std::string> qc;
     for (const auto& c : classes) qc.push_back(json_quote(c));

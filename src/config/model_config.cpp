@@ -47,9 +47,10 @@ ModelConfig parse_model_config(const YAML::Node& node, const std::string& source
 
 ModelConfig load_model_config(const std::string& path_or_name) {
   std::string path = path_or_name;
-  if (!fs::exists(path)) {
+  std::error_code ec;  // the non-throwing overloads: a name past the file-name limit is "not found", not an OS error
+  if (!fs::exists(path, ec)) {
     fs::path by_name = fs::path(configs_dir()) / "models" / (path_or_name + ".yaml");
-    if (path_or_name.find('/') != std::string::npos || !fs::exists(by_name)) {
+    if (path_or_name.find('/') != std::string::npos || !fs::exists(by_name, ec)) {
       throw ConfigError(fmt::format("model config '{}' is neither a file nor a known name; known names: {}",
                                     path_or_name, fmt::join(model_config_names(), ", ")));
     }
@@ -59,23 +60,26 @@ ModelConfig load_model_config(const std::string& path_or_name) {
 }
 
 void validate(const ModelConfig& c) {
-  auto positive = [&](const std::string& key, int64_t v) {
-    if (v <= 0) detail::invalid(c.source(), key, fmt::format("must be a positive integer, got {}", v));
+  // Sizes far past any real model would only fail as a huge allocation (or overflow): bounded.
+  auto positive = [&](const std::string& key, int64_t v, int64_t most = 65536) {
+    if (v <= 0 || v > most) detail::invalid(c.source(), key, fmt::format("must be an integer in [1, {}], got {}", most, v));
   };
   positive("embed_dim", c.embed_dim());
   if (!std::isfinite(c.init_logit_scale())) detail::invalid(c.source(), "init_logit_scale", "must be finite");
+  if (c.init_logit_bias() && !std::isfinite(*c.init_logit_bias()))
+    detail::invalid(c.source(), "init_logit_bias", "must be finite");
 
   const VisionCfg& v = c.vision_cfg();
   if (v.layers().size() != 1 && v.layers().size() != 4) {
     detail::invalid(c.source(), "vision_cfg.layers",
             fmt::format("must be one integer (ViT depth) or four (ResNet stages), got {} values", v.layers().size()));
   }
-  for (int64_t l : v.layers()) positive("vision_cfg.layers", l);
+  for (int64_t l : v.layers()) positive("vision_cfg.layers", l, 1024);
   positive("vision_cfg.width", v.width());
   positive("vision_cfg.head_width", v.head_width());
   positive("vision_cfg.image_size", v.image_size());
-  if (v.mlp_ratio() <= 0) detail::invalid(c.source(), "vision_cfg.mlp_ratio", "must be positive");
-  if (v.patch_dropout() < 0 || v.patch_dropout() >= 1)
+  if (!(v.mlp_ratio() > 0 && v.mlp_ratio() <= 64)) detail::invalid(c.source(), "vision_cfg.mlp_ratio", "must be in (0, 64]");
+  if (!(v.patch_dropout() >= 0 && v.patch_dropout() < 1))
     detail::invalid(c.source(), "vision_cfg.patch_dropout", fmt::format("must be in [0, 1), got {}", v.patch_dropout()));
   if (v.is_resnet()) {
     if (v.width() % 2 != 0) detail::invalid(c.source(), "vision_cfg.width", fmt::format("must be even for a ResNet, got {}", v.width()));
@@ -95,13 +99,17 @@ void validate(const ModelConfig& c) {
               fmt::format("must be a multiple of patch_size {}, got {}", v.patch_size(), v.image_size()));
   }
 
+  for (const auto& [key, ls] : {std::pair{"vision_cfg.ls_init_value", v.ls_init_value()},
+                                std::pair{"text_cfg.ls_init_value", c.text_cfg().ls_init_value()}})
+    if (ls && !std::isfinite(*ls)) detail::invalid(c.source(), key, "must be finite");
+
   const TextCfg& t = c.text_cfg();
   positive("text_cfg.context_length", t.context_length());
-  positive("text_cfg.vocab_size", t.vocab_size());
+  positive("text_cfg.vocab_size", t.vocab_size(), 1 << 24);
   positive("text_cfg.width", t.width());
   positive("text_cfg.heads", t.heads());
-  positive("text_cfg.layers", t.layers());
-  if (t.mlp_ratio() <= 0) detail::invalid(c.source(), "text_cfg.mlp_ratio", "must be positive");
+  positive("text_cfg.layers", t.layers(), 1024);
+  if (!(t.mlp_ratio() > 0 && t.mlp_ratio() <= 64)) detail::invalid(c.source(), "text_cfg.mlp_ratio", "must be in (0, 64]");
   if (t.width() % t.heads() != 0)
     detail::invalid(c.source(), "text_cfg.heads", fmt::format("must divide text_cfg.width = {}, got {}", t.width(), t.heads()));
   if (t.pad_id() < 0 || t.pad_id() >= t.vocab_size())

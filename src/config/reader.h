@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <array>
+#include <fstream>
 #include <optional>
 #include <set>
 #include <string>
@@ -109,10 +110,27 @@ class Reader {
   const YAML::Node& node() const { return node_; }
 
  private:
-  static std::string kind(const YAML::Node& n) {
+  /// A value as quoted in a message: at most the rest of the source line it starts on, and at
+  /// most 60 bytes. A path given where a config belongs (`model: ../../etc/passwd`) must not echo
+  /// the file: YAML folds a plain scalar's lines into one, so the cut uses the source line.
+  std::string quote_excerpt(const YAML::Node& n) const {
+    const std::string& v = n.Scalar();
+    size_t cut = std::min<size_t>(v.find_first_of("\r\n"), 60);
+    if (!n.Mark().is_null()) {
+      std::ifstream f(source_);
+      std::string line;
+      for (int i = 0; i <= n.Mark().line && std::getline(f, line); ++i) {
+      }
+      if (f && static_cast<size_t>(n.Mark().column) <= line.size())
+        cut = std::min(cut, line.size() - static_cast<size_t>(n.Mark().column));
+    }
+    return cut >= v.size() ? fmt::format("\"{}\"", v) : fmt::format("\"{}...\" ({} bytes)", v.substr(0, cut), v.size());
+  }
+
+  std::string kind(const YAML::Node& n) const {
     switch (n.Type()) {
       case YAML::NodeType::Null: return "nothing (null)";
-      case YAML::NodeType::Scalar: return fmt::format("\"{}\"", n.Scalar());
+      case YAML::NodeType::Scalar: return quote_excerpt(n);
       case YAML::NodeType::Sequence: return "a list";
       case YAML::NodeType::Map: return "a mapping";
       default: return "an undefined value";

@@ -22,23 +22,23 @@
 
 namespace torchclip {
 
-/// A numeric range a key must lie in. NaN never does.
+/// A numeric range a key must lie in. NaN and the infinities never do (`.inf` as a learning rate
+/// or a margin is a typo, not a setting). Every numeric key has one, with an upper end where a
+/// larger value would only allocate or loop without end.
 struct Bound {
   double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
   bool lo_open = false, hi_open = false;
 
-  static Bound positive() { return {0, std::numeric_limits<double>::infinity(), true, false}; }
-  static Bound non_negative() { return {0, std::numeric_limits<double>::infinity(), false, false}; }
-  static Bound at_least(double lo) { return {lo, std::numeric_limits<double>::infinity(), false, false}; }
-  /// [lo, hi) as for probabilities that may not reach 1.
-  static Bound half_open(double lo, double hi) { return {lo, hi, false, true}; }
+  /// [lo, hi].
+  static Bound between(double lo, double hi) { return {lo, hi, false, false}; }
+  /// (lo, hi]: a value that must stay above lo (a learning rate, a temperature).
+  static Bound above(double lo, double hi) { return {lo, hi, true, false}; }
 
   bool contains(double v) const {
-    return (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+    return std::isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
   }
-  /// "must be > 0", "must be >= 1", "must be in [0, 1)".
+  /// "must be in [1, 1048576]", "must be in (0, 10]".
   std::string describe() const {
-    if (std::isinf(hi)) return fmt::format("must be {} {}", lo_open ? ">" : ">=", lo);
     return fmt::format("must be in {}{}, {}{}", lo_open ? "(" : "[", lo, hi, hi_open ? ")" : "]");
   }
 };
@@ -122,18 +122,18 @@ void visit_fields(V&, SigLipLossOptions&) {}
 template <typename V>
 void visit_fields(V& v, InfoNCELossOptions& o) {
   v.field("direction", o.direction());
-  v.field("temperature", o.temperature(), Bound::positive());
+  v.field("temperature", o.temperature(), Bound::above(0, 1e6));
 }
 
 template <typename V>
 void visit_fields(V& v, ContrastiveLossOptions& o) {
-  v.field("margin", o.margin(), Bound::non_negative());
+  v.field("margin", o.margin(), Bound::between(0, 1e6));
   v.field("distance", o.distance());
 }
 
 template <typename V>
 void visit_fields(V& v, TripletLossOptions& o) {
-  v.field("margin", o.margin(), Bound::non_negative());
+  v.field("margin", o.margin(), Bound::between(0, 1e6));
   v.field("distance", o.distance());
   v.field("mining", o.mining());
 }
@@ -159,56 +159,56 @@ void visit_fields(V& v, DataCfg& d) {
   v.field("csv_separator", d.csv_separator());
   v.field("classes", d.classes());
   v.field("templates", d.templates());
-  v.field("batch_size", d.batch_size(), Bound::at_least(1));
-  v.field("workers", d.workers(), Bound::at_least(1));
-  v.field("shuffle_buffer", d.shuffle_buffer(), Bound::non_negative());
+  v.field("batch_size", d.batch_size(), Bound::between(1, 1 << 20));
+  v.field("workers", d.workers(), Bound::between(1, 256));
+  v.field("shuffle_buffer", d.shuffle_buffer(), Bound::between(0, 1e7));
   v.field("scale", d.scale());
   v.field("resize", d.resize());
   v.field("normalize", d.normalize());
-  v.field("max_consecutive_failures", d.max_consecutive_failures(), Bound::at_least(1));
+  v.field("max_consecutive_failures", d.max_consecutive_failures(), Bound::between(1, 1e12));
 }
 
 template <typename V>
 void visit_fields(V& v, OptimCfg& o) {
-  v.field("lr", o.lr(), Bound::positive());
+  v.field("lr", o.lr(), Bound::above(0, 10));
   v.field("betas", o.betas());
-  v.field("eps", o.eps(), Bound::positive());
-  v.field("weight_decay", o.weight_decay(), Bound::non_negative());
+  v.field("eps", o.eps(), Bound::above(0, 1));
+  v.field("weight_decay", o.weight_decay(), Bound::between(0, 100));
 }
 
 template <typename V>
 void visit_fields(V& v, ScheduleCfg& s) {
   v.field("name", s.name());
-  v.field("warmup_steps", s.warmup_steps(), Bound::non_negative());
-  v.field("cooldown_steps", s.cooldown_steps(), Bound::non_negative());
-  v.field("min_lr", s.min_lr(), Bound::non_negative());
+  v.field("warmup_steps", s.warmup_steps(), Bound::between(0, 1e12));
+  v.field("cooldown_steps", s.cooldown_steps(), Bound::between(0, 1e12));
+  v.field("min_lr", s.min_lr(), Bound::between(0, 10));
 }
 
 template <typename V>
 void visit_fields(V& v, LoopCfg& t) {
-  v.field("epochs", t.epochs(), Bound::non_negative());
-  v.field("steps", t.steps(), Bound::non_negative());
+  v.field("epochs", t.epochs(), Bound::between(0, 1e6));
+  v.field("steps", t.steps(), Bound::between(0, 1e12));
   v.field("device", t.device());
   v.field("precision", t.precision());
   v.field("tf32", t.tf32());
-  v.field("grad_clip", t.grad_clip(), Bound::non_negative());
-  v.field("accum_steps", t.accum_steps(), Bound::at_least(1));
+  v.field("grad_clip", t.grad_clip(), Bound::between(0, 1e6));
+  v.field("accum_steps", t.accum_steps(), Bound::between(1, 1024));
   v.field("grad_checkpointing", t.grad_checkpointing());
   v.field("seed", t.seed());
-  v.field("threads", t.threads(), Bound::non_negative());
-  v.field("eval_every", t.eval_every(), Bound::non_negative());
-  v.field("checkpoint_every", t.checkpoint_every(), Bound::non_negative());
-  v.field("keep_checkpoints", t.keep_checkpoints(), Bound::at_least(1));
-  v.field("max_nonfinite_steps", t.max_nonfinite_steps(), Bound::at_least(1));
-  v.field("log_every", t.log_every(), Bound::at_least(1));
+  v.field("threads", t.threads(), Bound::between(0, 1024));
+  v.field("eval_every", t.eval_every(), Bound::between(0, 1e12));
+  v.field("checkpoint_every", t.checkpoint_every(), Bound::between(0, 1e12));
+  v.field("keep_checkpoints", t.keep_checkpoints(), Bound::between(1, 1e6));
+  v.field("max_nonfinite_steps", t.max_nonfinite_steps(), Bound::between(1, 1e12));
+  v.field("log_every", t.log_every(), Bound::between(1, 1e12));
 }
 
 template <typename V>
 void visit_fields(V& v, DistCfg& d) {
   v.field("backend", d.backend());
-  v.field("timeout_seconds", d.timeout_seconds(), Bound::positive());
-  v.field("bucket_mb", d.bucket_mb(), Bound::positive());
-  v.field("check_every", d.check_every(), Bound::non_negative());
+  v.field("timeout_seconds", d.timeout_seconds(), Bound::above(0, 7 * 24 * 3600));
+  v.field("bucket_mb", d.bucket_mb(), Bound::above(0, 1 << 16));
+  v.field("check_every", d.check_every(), Bound::between(0, 1e12));
 }
 
 /// The sections of a training config after `model` and `tokenizer` (which name other files and

@@ -55,7 +55,8 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
     std::string ref = c.model_name();
     // A relative path is taken relative to the training config's folder if it exists there.
     auto beside = std::filesystem::path(path).parent_path() / ref;
-    if (ref.find('/') != std::string::npos && !std::filesystem::exists(ref) && std::filesystem::exists(beside))
+    std::error_code ec;
+    if (ref.find('/') != std::string::npos && !std::filesystem::exists(ref, ec) && std::filesystem::exists(beside, ec))
       ref = beside.string();
     c.model(load_model_config(ref));
   }

@@ -14,6 +14,7 @@ uint32_t be32(const unsigned char* p) { return (uint32_t(p[0]) << 24) | (uint32_
 uint32_t be16(const unsigned char* p) { return (uint32_t(p[0]) << 8) | p[1]; }
 uint32_t le16(const unsigned char* p) { return uint32_t(p[0]) | (uint32_t(p[1]) << 8); }
 uint32_t le24(const unsigned char* p) { return le16(p) | (uint32_t(p[2]) << 16); }
+uint32_t le32(const unsigned char* p) { return le24(p) | (uint32_t(p[3]) << 24); }
 
 std::optional<ImageHeader> probe_jpeg(const unsigned char* p, size_t n) {
   size_t i = 2;
@@ -56,6 +57,14 @@ std::optional<ImageHeader> probe_image(std::string_view bytes) {
     }
     if (std::memcmp(p + 12, "VP8X", 4) == 0) return ImageHeader{"webp", le24(p + 24) + 1, le24(p + 27) + 1};
   }
+  if (n >= 26 && p[0] == 'B' && p[1] == 'M') {  // BMP: a file header, then the DIB header's size and dimensions
+    const uint32_t dib = le32(p + 14);
+    if (dib == 12) return ImageHeader{"bmp", le16(p + 18), le16(p + 20)};  // OS/2 BITMAPCOREHEADER
+    if (dib >= 40) {
+      const auto height = static_cast<int32_t>(le32(p + 22));  // negative: rows stored top-down
+      return ImageHeader{"bmp", le32(p + 18), static_cast<uint32_t>(height < 0 ? -static_cast<int64_t>(height) : height)};
+    }
+  }
   return std::nullopt;
 }
 
@@ -65,7 +74,7 @@ cv::Mat decode_image(std::string_view bytes, int64_t max_pixels) {
   if (!header) {
     std::string start;
     for (char c : bytes.substr(0, 16)) start += (c >= 32 && c < 127) ? c : '.';
-    throw SampleError("not_an_image", fmt::format("not a JPEG, PNG or WebP file (starts with \"{}\")", start));
+    throw SampleError("not_an_image", fmt::format("not a JPEG, PNG, WebP or BMP file (starts with \"{}\")", start));
   }
   if (header->width <= 0 || header->height <= 0 || header->width * header->height > max_pixels) {
     throw SampleError("image_too_large", fmt::format("{} header says {}x{} pixels; the limit is {} pixels",

@@ -16,11 +16,11 @@
 namespace torchclip::data {
 
 struct ImageHeader {
-  std::string format;  // "jpeg", "png", "webp"
+  std::string format;  // "jpeg", "png", "webp", "bmp"
   int64_t width = 0, height = 0;
 };
 
-/// Reads format and size from the first bytes; nullopt when the bytes are no JPEG, PNG or WebP.
+/// Reads format and size from the first bytes; nullopt when the bytes are no JPEG, PNG, WebP or BMP.
 std::optional<ImageHeader> probe_image(std::string_view bytes);
 
 /// Decodes to 8-bit BGR (CV_8UC3, OpenCV's channel order: the transform reorders while it

@@ -179,14 +179,14 @@ LoaderState LoaderState::from_string(const std::string& text) {
   LoaderState s;
   in >> magic >> s.epoch >> s.seed >> s.workers >> s.turn >> s.samples >> s.skipped;
   if (magic != "loader-v1" || !in || s.workers <= 0 || s.turn < 0 || s.turn >= s.workers)
-    throw std::invalid_argument("loader state: expected 'loader-v1 EPOCH SEED WORKERS TURN SAMPLES SKIPPED C:E...', got '" +
+    throw std::runtime_error("loader state: expected 'loader-v1 EPOCH SEED WORKERS TURN SAMPLES SKIPPED C:E...', got '" +
                                 text + "'");
   for (int64_t i = 0; i < s.workers; ++i) {
     int64_t c = 0;
     int e = 0;
     char colon = 0;
     if (!(in >> c >> colon >> e) || colon != ':' || c < 0)
-      throw std::invalid_argument("loader state: bad worker entry " + std::to_string(i) + " in '" + text + "'");
+      throw std::runtime_error("loader state: bad worker entry " + std::to_string(i) + " in '" + text + "'");
     s.consumed.push_back(c);
     s.exhausted.push_back(e != 0);
   }

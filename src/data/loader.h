@@ -62,7 +62,7 @@ struct LoaderState {
   std::vector<bool> exhausted;
   int64_t samples = 0, skipped = 0; // this epoch, for logs
   std::string to_string() const;
-  /// Throws std::invalid_argument naming what is wrong.
+  /// Throws std::runtime_error naming what is wrong (a checkpoint's damaged loader state).
   static LoaderState from_string(const std::string& s);
 };
 
@@ -82,6 +82,7 @@ class Loader {
   LoaderState state() const;
   const LoaderStats& stats() const { return stats_; }
   const LoaderOptions& options() const { return options_; }
+  const SampleSource& source() const { return *source_; }
 
  private:
   struct Worker;

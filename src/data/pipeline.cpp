@@ -1,5 +1,7 @@
 #include "data/pipeline.h"
 
+#include "io/fsutil.h"
+
 #if TORCHCLIP_HAVE_OPENCV
 #include "data/image.h"
 #include <opencv2/core.hpp>
@@ -14,7 +16,12 @@
 namespace torchclip::data {
 
 void read_image_bytes(RawSample& raw) {
-  if (!raw.image_bytes.empty() || raw.image_path.empty()) return;
+  if (!raw.image_bytes.empty()) return;
+  // A folder (a CSV row naming one, an empty path joined to the CSV's folder) opens as a stream
+  // whose size reads as -1: say what the path is instead.
+  if (const std::string problem = file_problem(raw.image_path); !problem.empty())
+    throw SampleError(problem == "is a folder, not a file" ? "image_is_folder" : "image_missing",
+                      fmt::format("{}: {}", raw.image_path.empty() ? "''" : raw.image_path, problem));
   std::ifstream f(raw.image_path, std::ios::binary | std::ios::ate);
   if (!f) throw SampleError("image_missing", fmt::format("cannot open {}", raw.image_path));
   raw.image_bytes.resize(static_cast<size_t>(f.tellg()));

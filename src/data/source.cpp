@@ -119,12 +119,19 @@ class CsvSource : public ListSource {
       if (row.fields.size() == 1 && row.fields[0].empty()) continue;  // blank line
       RawSample s;
       s.origin = fmt::format("{}:{}", path_, row.line);
-      if (row.fields.size() < needed) {
+      if (!row.malformed.empty()) {
+        s.error_reason = "csv_malformed";
+        s.error_message = row.malformed;
+      } else if (row.fields.size() < needed) {
         s.error_reason = "csv_too_few_columns";
         s.error_message = fmt::format("{} columns, need at least {}", row.fields.size(), needed);
       } else {
         const std::string& p = row.fields[img];
         s.image_path = fs::path(p).is_absolute() || dir.empty() ? p : (fs::path(dir) / p).string();
+        if (p.find_first_not_of(" \t") == std::string::npos) {  // joined to the CSV's folder it would name a folder
+          s.error_reason = "csv_empty_path";
+          s.error_message = "the image path is empty";
+        }
         s.caption = row.fields[cap];
         if (s.caption.find_first_not_of(" \t\r\n") == std::string::npos) {
           s.error_reason = "empty_caption";
@@ -139,6 +146,12 @@ class CsvSource : public ListSource {
             s.error_reason = "csv_bad_label";
             s.error_message = fmt::format("label '{}' is not an integer", row.fields[lab]);
           }
+          // Labels index the class list: one past it (1-based labels, another dataset's classes)
+          // would be read out of bounds or scored as a miss, so the file is refused here.
+          if (o.num_classes() > 0 && s.label >= o.num_classes())
+            throw std::runtime_error(fmt::format("{}: label {} is outside [0, {}]: there are {} classes, and labels are "
+                                                 "0-based indices into the class list",
+                                                 s.origin, s.label, o.num_classes() - 1, o.num_classes()));
         }
       }
       samples_.push_back(std::move(s));
@@ -291,7 +304,7 @@ class WebDatasetSource : public SampleSource {
         if (!current_key_.empty() && key != current_key_) emitted = flush();
         current_key_ = key;
         current_.origin = fmt::format("{}:{}", shard_, key);
-        if (ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "webp") {
+        if (ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "webp" || ext == "bmp") {
           current_.image_bytes = std::move(data);
           has_image_ = true;
         } else if (ext == "txt") {
@@ -529,14 +542,41 @@ std::shared_ptr<SampleSource> image_folder_source(const std::string& root, const
   return std::make_shared<ImageFilesSource>(std::move(files), std::move(labels), fmt::format("image folder {}", root));
 }
 
-std::vector<CsvRow> parse_csv(const std::string& text, char sep) {
-  std::vector<CsvRow> rows;
+namespace {
+
+/// Where a multi-line pass of the CSV parser gave up: the row starting at `line` (text position
+/// `begin`) is malformed for `why`.
+struct CsvRestart {
+  size_t begin = std::string::npos;
+  int64_t line = 0;
+  std::string why;
+};
+
+/// One pass of the CSV parser from `begin`. With `multiline`, a quoted field may hold line
+/// breaks (RFC 4180), and the pass stops at the first malformed row that spans lines (its quote
+/// probably swallowed the rows after it); without, a line break always ends the row and a quote
+/// still open there makes the row malformed.
+CsvRestart parse_csv_from(const std::string& text, char sep, size_t begin, int64_t first_line, bool multiline,
+                          std::vector<CsvRow>& rows) {
   CsvRow row;
   std::string field;
-  int64_t line = 1;
-  row.line = 1;
-  bool quoted = false, field_started = false;
-  for (size_t i = 0; i < text.size(); ++i) {
+  int64_t line = first_line;
+  row.line = line;
+  size_t row_begin = begin;
+  bool quoted = false, field_started = false, closed_quote = false;
+  auto end_field = [&] {
+    row.fields.push_back(std::move(field));
+    field.clear();
+    field_started = closed_quote = false;
+  };
+  auto end_row = [&](size_t next) {
+    end_field();
+    rows.push_back(std::move(row));
+    row = CsvRow();
+    row.line = ++line;
+    row_begin = next;
+  };
+  for (size_t i = begin; i < text.size(); ++i) {
     const char c = text[i];
     if (quoted) {
       if (c == '"') {
@@ -545,40 +585,68 @@ std::vector<CsvRow> parse_csv(const std::string& text, char sep) {
           ++i;
         } else {
           quoted = false;
+          closed_quote = true;
         }
+      } else if ((c == '\n' || c == '\r') && !multiline) {
+        if (row.malformed.empty()) row.malformed = "a quoted field is not closed on its line";
+        quoted = false;
+        if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
+        end_row(i + 1);
       } else {
         if (c == '\n') ++line;
         field += c;
       }
       continue;
     }
-    if (c == '"' && !field_started) {
-      quoted = field_started = true;
-    } else if (c == sep) {
-      row.fields.push_back(std::move(field));
-      field.clear();
-      field_started = false;
+    if (c == sep) {
+      end_field();
     } else if (c == '\n' || c == '\r') {
       if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
-      row.fields.push_back(std::move(field));
-      field.clear();
-      field_started = false;
-      rows.push_back(std::move(row));
-      row = CsvRow();
-      row.line = ++line;
+      end_row(i + 1);
+    } else if (c == '"' && !field_started) {
+      quoted = field_started = true;
     } else {
+      if (closed_quote && row.malformed.empty()) {
+        row.malformed = fmt::format("text after the closing quote of field {}", row.fields.size() + 1);
+        if (line > row.line) return {row_begin, row.line, row.malformed};
+      }
       field += c;
       field_started = true;
     }
   }
+  if (quoted) {
+    if (multiline) return {row_begin, row.line, "a quoted field opened on this row is never closed"};
+    row.malformed = "a quoted field is not closed on its line";
+  }
   if (field_started || !row.fields.empty()) {
-    row.fields.push_back(std::move(field));
+    end_field();
     rows.push_back(std::move(row));
   }
+  return {};
+}
+
+}  // namespace
+
+std::vector<CsvRow> parse_csv(const std::string& text, char sep) {
+  std::vector<CsvRow> rows;
+  const CsvRestart r = parse_csv_from(text, sep, 0, 1, /*multiline=*/true, rows);
+  if (r.begin == std::string::npos) return rows;
+  // A quote that swallowed line breaks belongs to a malformed row (a stray quote, or a closing
+  // quote read as an escaped one): that row is counted as malformed, and the lines after its
+  // first are read again one row per line, so no row after it is lost or misaligned.
+  CsvRow bad;
+  bad.line = r.line;
+  bad.malformed = r.why;
+  rows.push_back(std::move(bad));
+  size_t next = text.find_first_of("\r\n", r.begin);
+  if (next == std::string::npos) return rows;
+  next += text.compare(next, 2, "\r\n") == 0 ? 2 : 1;
+  parse_csv_from(text, sep, next, r.line + 1, /*multiline=*/false, rows);
   return rows;
 }
 
 std::vector<std::string> expand_shards(const std::string& spec) {
+  constexpr int64_t kMaxShards = 10000000;
   std::vector<std::string> out;
   size_t start = 0;
   while (start <= spec.size()) {
@@ -603,7 +671,10 @@ std::vector<std::string> expand_shards(const std::string& spec) {
         } catch (const std::exception&) {
           throw std::invalid_argument(fmt::format("'{}': brace range {{{}..{}}} is not numeric", spec, lo, hi));
         }
+        if (a < 0) throw std::invalid_argument(fmt::format("'{}': brace range {{{}..{}}} starts below 0", spec, lo, hi));
         if (b < a) throw std::invalid_argument(fmt::format("'{}': brace range {{{}..{}}} is empty", spec, lo, hi));
+        if (b - a >= kMaxShards || static_cast<int64_t>(next.size()) + (b - a) >= kMaxShards)
+          throw std::invalid_argument(fmt::format("'{}': brace range {{{}..{}}} names more than {} shards", spec, lo, hi, kMaxShards));
         for (int64_t v = a; v <= b; ++v) {
           next.push_back(p.substr(0, open) + fmt::format("{:0{}d}", v, static_cast<int>(lo.size())) + p.substr(close + 1));
         }
@@ -643,11 +714,15 @@ bool is_shard_spec(const std::string& spec) {
 }
 
 std::shared_ptr<SampleSource> open_source(const std::string& spec, const CsvOptions& csv) {
+  constexpr int64_t kMaxSyntheticSamples = 100000000;  // its epoch order alone is 8 bytes a sample
   if (spec.rfind("synthetic:", 0) == 0) {
     int64_t n = 0;
     int w = 500, h = 375;
     if (std::sscanf(spec.c_str(), "synthetic:%ld:%dx%d", &n, &w, &h) < 1 || n <= 0)
       throw std::invalid_argument(fmt::format("'{}': expected synthetic:COUNT[:WIDTHxHEIGHT]", spec));
+    if (n > kMaxSyntheticSamples || w < 1 || h < 1 || w > 8192 || h > 8192)
+      throw std::invalid_argument(fmt::format("'{}': COUNT must be in [1, {}] and WIDTH, HEIGHT in [1, 8192]", spec,
+                                              kMaxSyntheticSamples));
     return synthetic_source(n, w, h);
   }
   if (fs::path(spec).extension() == ".safetensors") return pack_source(spec);

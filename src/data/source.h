@@ -55,6 +55,8 @@ class SampleStream {
 class SampleSource {
  public:
   virtual ~SampleSource() = default;
+  /// A stream may point into its source (a CSV's rows, a tensor file's mapping): the source must
+  /// outlive every stream it opened.
   virtual std::unique_ptr<SampleStream> open(const StreamSpec& spec) const = 0;
   /// Number of samples per epoch when known up front (CSV, synthetic), else -1.
   virtual int64_t size() const { return -1; }
@@ -67,8 +69,12 @@ struct CsvOptions {
   TORCH_ARG(std::string, caption_key) = "title";
   /// Optional integer class column (for zero-shot evaluation); empty: none.
   TORCH_ARG(std::string, label_key) = "";
-  /// Field separator; 0: ',' for .csv files, tab otherwise (OpenCLIP's default).
+  /// Field separator; 0: sniffed from the header (tab or comma), else ',' for .csv files and
+  /// tab otherwise (OpenCLIP's default).
   TORCH_ARG(char, separator) = 0;
+  /// When > 0, labels must lie in [0, num_classes): a label past the class list is an error
+  /// naming file:line (negative labels mean "unlabelled").
+  TORCH_ARG(int64_t, num_classes) = 0;
 };
 
 /// A CSV/TSV with a header row; RFC 4180 quoting (fields may hold separators, quotes as "",
@@ -113,10 +119,14 @@ bool is_shard_spec(const std::string& spec);
 /// Brace expansion of shard names: "a-{00..02}.tar::b.tar" -> a-00.tar a-01.tar a-02.tar b.tar.
 std::vector<std::string> expand_shards(const std::string& spec);
 
-/// Parses CSV text into rows of fields; each row also records the line it starts on.
+/// Parses CSV text into rows of fields; each row also records the line it starts on. A row that
+/// breaks the quoting rules (text after a closing quote, a quote never closed) is kept with
+/// `malformed` saying why, so the reader counts and skips it; a quote never closed does not
+/// swallow the rows after it (they are read again line by line).
 struct CsvRow {
   std::vector<std::string> fields;
   int64_t line = 0;
+  std::string malformed;
 };
 std::vector<CsvRow> parse_csv(const std::string& text, char separator);
 

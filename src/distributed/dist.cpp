@@ -11,6 +11,9 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <netdb.h>
+#include <sys/socket.h>
 #ifdef TORCHCLIP_HAVE_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -26,6 +29,13 @@
 namespace torchclip::dist {
 
 namespace {
+
+/// An exception's message without the C++ stack trace c10::Error carries (dozens of frames that
+/// say nothing to someone whose MASTER_ADDR is wrong).
+std::string without_backtrace(const std::exception& e) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) return c10_error->what_without_backtrace();
+  return e.what();
+}
 
 std::optional<int64_t> env_int(const char* name) {
   const char* v = std::getenv(name);
@@ -94,7 +104,7 @@ struct Group::Impl {
     } catch (const std::exception& e) {
       throw std::runtime_error(fmt::format("rank {}/{}: {} failed ({}; another rank has probably exited or hung, "
                                            "timeout {} s): {}",
-                                           env.rank, env.world_size, what, backend, timeout_seconds, e.what()));
+                                           env.rank, env.world_size, what, backend, timeout_seconds, without_backtrace(e)));
     }
   }
   template <typename F>
@@ -104,7 +114,7 @@ struct Group::Impl {
     } catch (const std::runtime_error&) {
       throw;
     } catch (const std::exception& e) {
-      throw std::runtime_error(fmt::format("rank {}/{}: {} failed ({}): {}", env.rank, env.world_size, what, backend, e.what()));
+      throw std::runtime_error(fmt::format("rank {}/{}: {} failed ({}): {}", env.rank, env.world_size, what, backend, without_backtrace(e)));
     }
   }
 };
@@ -132,6 +142,18 @@ std::shared_ptr<Group> Group::init(const Env& env, const GroupOptions& o) {
   so.numWorkers = static_cast<size_t>(env.world_size);
   so.waitWorkers = true;
   so.timeout = timeout;
+  // An address that does not resolve would fail inside c10d with a long C++ stack trace.
+  if (!env.agent_store) {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    const int rc = ::getaddrinfo(env.master_addr.c_str(), nullptr, &hints, &found);
+    if (found) ::freeaddrinfo(found);
+    if (rc != 0)
+      throw std::invalid_argument(fmt::format("MASTER_ADDR='{}' does not resolve to an address ({}); set it to the host "
+                                              "name or IP address of rank 0",
+                                              env.master_addr, ::gai_strerror(rc)));
+  }
   try {
     impl->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
   } catch (const std::exception& e) {
@@ -139,7 +161,7 @@ std::shared_ptr<Group> Group::init(const Env& env, const GroupOptions& o) {
         "rank {}/{}: rendezvous at {}:{} failed within {} s ({}). Check MASTER_ADDR/MASTER_PORT: rank 0 must be able to "
         "listen there (a port already in use fails at once) and every rank must reach it; a rank that never arrives "
         "ends the wait at the timeout",
-        env.rank, env.world_size, env.master_addr, env.master_port, o.timeout_seconds(), e.what()));
+        env.rank, env.world_size, env.master_addr, env.master_port, o.timeout_seconds(), without_backtrace(e)));
   }
   const std::string prefix =
       (env.agent_store ? fmt::format("/worker/attempt_{}/", env.restart_count) : std::string()) + "torchclip/" + backend;
@@ -167,7 +189,7 @@ std::shared_ptr<Group> Group::init(const Env& env, const GroupOptions& o) {
     }
   } catch (const std::exception& e) {
     throw std::runtime_error(fmt::format("rank {}/{}: creating the {} process group failed within {} s: {}", env.rank,
-                                         env.world_size, backend, o.timeout_seconds(), e.what()));
+                                         env.world_size, backend, o.timeout_seconds(), without_backtrace(e)));
   }
   return std::shared_ptr<Group>(new Group(std::move(impl)));
 }
@@ -234,7 +256,7 @@ std::vector<std::string> Group::all_gather_strings(const std::string& local) {
   } catch (const std::exception& e) {
     throw std::runtime_error(fmt::format("rank {}/{}: gathering strings failed (another rank has probably exited or hung, "
                                          "timeout {} s): {}",
-                                         rank(), world_size(), impl_->timeout_seconds, e.what()));
+                                         rank(), world_size(), impl_->timeout_seconds, without_backtrace(e)));
   }
   return out;
 }
@@ -255,7 +277,7 @@ void Group::run_on_rank0(const std::string& what, const std::function<void()>& f
     try {
       fn();
     } catch (const std::exception& e) {
-      impl_->store->set(key, to_bytes(std::string("error: ") + e.what()));
+      impl_->store->set(key, to_bytes(std::string("error: ") + without_backtrace(e)));
       throw;
     }
     impl_->store->set(key, to_bytes("ok"));
@@ -267,7 +289,7 @@ void Group::run_on_rank0(const std::string& what, const std::function<void()>& f
     const auto v = impl_->store->get(key);
     status.assign(v.begin(), v.end());
   } catch (const std::exception& e) {
-    throw std::runtime_error(fmt::format("rank {}/{}: lost rank 0 while it ran {}: {}", rank(), world_size(), what, e.what()));
+    throw std::runtime_error(fmt::format("rank {}/{}: lost rank 0 while it ran {}: {}", rank(), world_size(), what, without_backtrace(e)));
   }
   if (status != "ok")
     throw std::runtime_error(fmt::format("rank {}/{}: rank 0 failed in {}: {}", rank(), world_size(), what, status));

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 namespace torchclip {
 
@@ -23,6 +24,14 @@ data::LoaderOptions inference_loader_options(const ModelConfig& cfg, int64_t bat
                      .resize(resize));
 }
 
+std::string no_usable_images(const data::Loader& loader) {
+  const auto& st = loader.stats();
+  std::vector<std::string> reasons;
+  for (const auto& [reason, n] : st.skipped_by_reason) reasons.push_back(fmt::format("{} {}", n, reason));
+  return fmt::format("{}: no usable images ({} samples skipped{}); check it with `torchclip data check`",
+                     loader.source().describe(), st.skipped, reasons.empty() ? "" : fmt::format(": {}", fmt::join(reasons, ", ")));
+}
+
 EvalResult evaluate(CLIP& model, const Tokenizer& tokenizer, data::Loader& loader, const std::vector<std::string>& classes,
                     const std::vector<std::string>& templates, bool bf16, bool progress) {
   const bool was_training = model->is_training();
@@ -35,6 +44,7 @@ EvalResult evaluate(CLIP& model, const Tokenizer& tokenizer, data::Loader& loade
   if (!classes.empty()) classifier = zero_shot_classifier(model, tokenizer, classes, templates, ctx);
   std::vector<at::Tensor> image_features, text_features, logits;
   std::vector<int64_t> labels;
+  std::vector<std::string> origins;  // where each labelled row came from, for messages
   loader.start_epoch(0);
   Progress bar("eval", 0, "img");
   for (data::Batch b; loader.next(b);) {
@@ -50,13 +60,15 @@ EvalResult evaluate(CLIP& model, const Tokenizer& tokenizer, data::Loader& loade
       logits.push_back(100.0 * at::matmul(img, classifier));  // [B, C]
       auto l = b.labels.contiguous();
       labels.insert(labels.end(), l.data_ptr<int64_t>(), l.data_ptr<int64_t>() + l.numel());
+      origins.insert(origins.end(), b.origins.begin(), b.origins.end());
     }
     if (progress) bar.advance(b.images.size(0));
   }
   if (progress) bar.finish();
+  if (image_features.empty()) throw std::runtime_error(no_usable_images(loader));
   if (!logits.empty()) {
     // The same top-1/top-5 and confusion matrix as `torchclip zeroshot` (unlabelled rows skipped).
-    const ZeroShotReport z = zero_shot_report(at::cat(logits).cpu(), labels);
+    const ZeroShotReport z = zero_shot_report(at::cat(logits).cpu(), labels, origins);
     r.confusion = z.confusion;
     if (z.labelled) {
       r.metrics["zeroshot_top1"] = z.top1;
@@ -91,7 +103,7 @@ ImageEmbeddings embed_images(CLIP& model, data::Loader& loader, bool progress) {
     if (progress) bar.advance(b.images.size(0));
   }
   if (progress) bar.finish();
-  TORCH_CHECK(!parts.empty(), "embed_images: the data source gave no usable images");
+  if (parts.empty()) throw std::runtime_error(no_usable_images(loader));
   e.features = at::cat(parts);
   if (was_training) model->train();
   return e;

@@ -23,9 +23,13 @@ struct EvalResult {
 };
 
 /// Runs over every sample of `loader` (an evaluation loader: eval transform, no shuffling).
-/// Zero-shot needs labels and non-empty `classes`; retrieval uses the captions.
+/// Zero-shot needs labels and non-empty `classes`; retrieval uses the captions. A loader with no
+/// usable sample is an error saying why (the skip counts by reason).
 EvalResult evaluate(CLIP& model, const Tokenizer& tokenizer, data::Loader& loader, const std::vector<std::string>& classes,
                     const std::vector<std::string>& templates, bool bf16 = false, bool progress = true);
+
+/// The error for a loader that gave no usable image: its source and the skip counts by reason.
+std::string no_usable_images(const data::Loader& loader);
 
 /// Normalised image embeddings of every sample of `loader`, with where each came from.
 struct ImageEmbeddings {

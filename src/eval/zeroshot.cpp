@@ -192,9 +192,15 @@ std::vector<std::string> parse_class_list(const std::string& arg) {
   return out;
 }
 
-ZeroShotReport zero_shot_report(const at::Tensor& probs, const std::vector<int64_t>& labels) {
+ZeroShotReport zero_shot_report(const at::Tensor& probs, const std::vector<int64_t>& labels,
+                                const std::vector<std::string>& origins) {
   const int64_t N = probs.size(0), C = probs.size(1);
   TORCH_CHECK(static_cast<int64_t>(labels.size()) == N, "zero_shot_report: ", labels.size(), " labels for ", N, " rows");
+  for (int64_t i = 0; i < N; ++i)
+    if (labels[i] >= C)
+      throw std::runtime_error(fmt::format("{}label {} is outside [0, {}]: there are {} classes, and labels are 0-based "
+                                           "indices into the class list",
+                                           static_cast<size_t>(i) < origins.size() ? origins[i] + ": " : "", labels[i], C - 1, C));
   ZeroShotReport r;
   r.n = N;
   r.confusion = at::zeros({C, C}, at::kLong);
@@ -207,7 +213,7 @@ ZeroShotReport zero_shot_report(const at::Tensor& probs, const std::vector<int64
   int64_t hit1 = 0, hit5 = 0;
   for (int64_t i = 0; i < N; ++i) {
     const int64_t y = labels[i];
-    if (y < 0 || y >= C) continue;
+    if (y < 0) continue;
     ++r.labelled;
     ++r.per_class_count[y];
     const int64_t* row = t + i * top.size(1);

@@ -45,7 +45,10 @@ struct ZeroShotReport {
   at::Tensor confusion;                 // [C, C] counts, true class rows
 };
 
-/// probs [N, C] and labels [N] (-1: unlabelled, skipped).
-ZeroShotReport zero_shot_report(const at::Tensor& probs, const std::vector<int64_t>& labels);
+/// probs [N, C] and labels [N] (negative: unlabelled, skipped). A label >= C is an error naming
+/// where the row came from (`origins` [N], "file.csv:12"; may be empty) and the class count:
+/// 1-based labels or a class list that does not match the data must not be scored as misses.
+ZeroShotReport zero_shot_report(const at::Tensor& probs, const std::vector<int64_t>& labels,
+                                const std::vector<std::string>& origins = {});
 
 }  // namespace torchclip

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -15,7 +17,19 @@
 
 namespace torchclip {
 
+std::string file_problem(const std::string& path) {
+  if (path.empty()) return "the path is empty";
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return errno == ENOENT ? "does not exist" : std::strerror(errno);
+  if (S_ISDIR(st.st_mode)) return "is a folder, not a file";
+  if (!S_ISREG(st.st_mode)) return "is not a regular file";
+  return "";
+}
+
 std::string read_file(const std::string& path) {
+  // A folder opens as a stream whose size reads as -1: check what the path is first.
+  if (const std::string problem = file_problem(path); !problem.empty())
+    throw std::runtime_error(fmt::format("{}: cannot read: {}", path.empty() ? "''" : path, problem));
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw std::runtime_error(fmt::format("{}: cannot open the file", path));
   std::string data(static_cast<size_t>(f.tellg()), '\0');
@@ -32,25 +46,105 @@ void fsync_dir(const std::string& dir) {
   ::close(fd);
 }
 
+std::string make_temp_beside(const std::string& path, int& fd) {
+  std::string templ = path + ".tmp.XXXXXX";
+  fd = ::mkstemp(templ.data());
+  if (fd < 0) throw std::runtime_error(fmt::format("{}: cannot create a temporary beside it: {}", path, std::strerror(errno)));
+  ::fchmod(fd, 0644);  // mkstemp makes it 0600
+  return templ;
+}
+
+bool is_temp_name(const std::string& name) {
+  const size_t p = name.rfind(".tmp");
+  if (p == std::string::npos || p == 0) return false;
+  const std::string rest = name.substr(p + 4);
+  return rest.empty() || (rest.size() == 7 && rest[0] == '.');
+}
+
+int remove_stale_temps(const std::string& dir) {
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (!is_temp_name(e.path().filename().string())) continue;
+    std::error_code rm;
+    std::filesystem::remove_all(e.path(), rm);
+    if (!rm) ++removed;
+  }
+  return removed;
+}
+
 void write_file_atomic(const std::string& path, const std::string& data) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw std::runtime_error(fmt::format("{}: cannot create: {}", tmp, std::strerror(errno)));
+  int fd = -1;
+  const std::string tmp = make_temp_beside(path, fd);
+  auto fail = [&](const std::string& what) {
+    const std::string reason = std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(fmt::format("{}: {}: {}", path, what, reason));
+  };
   size_t done = 0;
   while (done < data.size()) {
     ssize_t w = ::write(fd, data.data() + done, data.size() - done);
     if (w < 0) {
       if (errno == EINTR) continue;
-      ::close(fd);
-      throw std::runtime_error(fmt::format("{}: write failed: {}", tmp, std::strerror(errno)));
+      fail("write failed");
     }
     done += static_cast<size_t>(w);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0)
-    throw std::runtime_error(fmt::format("{}: fsync/close failed: {}", tmp, std::strerror(errno)));
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw std::runtime_error(fmt::format("{}: rename failed: {}", path, std::strerror(errno)));
+  if (::fsync(fd) != 0) fail("fsync failed");
+  const int closing = fd;
+  fd = -1;
+  if (::close(closing) != 0) fail("close failed");
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("rename failed");
   fsync_dir(std::filesystem::path(path).parent_path().string());
+}
+
+void check_output_path(const std::string& path, const std::string& what) {
+  if (path.empty()) throw std::invalid_argument(fmt::format("{}: the output path is empty", what));
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (path.back() == '/' || fs::is_directory(path, ec))
+    throw std::invalid_argument(fmt::format("{} '{}': names a folder; give a file name", what, path));
+  const fs::path parent = fs::path(path).parent_path();
+  const std::string dir = parent.empty() ? "." : parent.string();
+  if (!fs::is_directory(dir, ec))
+    throw std::invalid_argument(fmt::format("{} '{}': the folder {} does not exist", what, path, dir));
+  if (::access(dir.c_str(), W_OK) != 0)
+    throw std::invalid_argument(fmt::format("{} '{}': the folder {} is not writable", what, path, dir));
+}
+
+FolderLock::FolderLock(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw std::runtime_error(fmt::format("{}: cannot create the folder: {}", dir, ec.message()));
+  const std::string path = (std::filesystem::path(dir) / ".lock").string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw std::runtime_error(fmt::format("{}: cannot open the lock file: {}", path, std::strerror(errno)));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char holder[256] = {0};
+    const ssize_t n = ::pread(fd_, holder, sizeof holder - 1, 0);
+    ::close(fd_);
+    fd_ = -1;
+    std::string who = n > 0 ? std::string(holder, static_cast<size_t>(n)) : "";
+    while (!who.empty() && (who.back() == '\n' || who.back() == ' ')) who.pop_back();
+    if (err == EWOULDBLOCK)
+      throw std::runtime_error(fmt::format("{}: another process is using this folder ({}); wait for it to finish or "
+                                           "choose another folder",
+                                           dir, who.empty() ? "see " + path : who));
+    throw std::runtime_error(fmt::format("{}: cannot lock: {}", path, std::strerror(err)));
+  }
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  const std::string me = fmt::format("pid {} on {}\n", ::getpid(), host);
+  if (::ftruncate(fd_, 0) == 0) {
+    const ssize_t w = ::pwrite(fd_, me.data(), me.size(), 0);
+    (void)w;  // the pid is for messages only
+  }
+}
+
+FolderLock::~FolderLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the lock
 }
 
 std::string run_command(const std::string& command, int& status) {

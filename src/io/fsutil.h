@@ -7,11 +7,44 @@
 
 namespace torchclip {
 
-/// The whole file; throws std::runtime_error naming it.
+/// Why `path` cannot be read as a file: "" when it is a regular file (or a link to one), else
+/// "the path is empty", "is a folder, not a file", "does not exist", ...
+std::string file_problem(const std::string& path);
+/// The whole file; throws std::runtime_error naming it (a folder or an empty path included).
 std::string read_file(const std::string& path);
-/// Writes PATH.tmp, fsyncs it, renames it to PATH and fsyncs the folder, so PATH is either the old
-/// or the new content after a crash, never a mix. Throws std::runtime_error naming the path.
+/// Writes a unique PATH.tmp.XXXXXX beside PATH (two writers of one path never share it), fsyncs
+/// it, renames it to PATH and fsyncs the folder, so PATH is either the old or the new content
+/// after a crash, never a mix. On any failure the temporary is removed. Throws
+/// std::runtime_error naming the path.
 void write_file_atomic(const std::string& path, const std::string& data);
+/// A unique temporary beside `path` (PATH.tmp.XXXXXX), created empty with mode 0644 and open for
+/// writing; returns its name and sets `fd`. Throws std::runtime_error naming `path`.
+std::string make_temp_beside(const std::string& path, int& fd);
+/// Whether `name` is a temporary of a crash-safe write (".tmp" or ".tmp.XXXXXX" at its end).
+bool is_temp_name(const std::string& name);
+/// Removes the temporaries that interrupted writes (a crash, a full disk) left directly in
+/// `dir`: files and folders named by is_temp_name. Call only while holding the folder's lock.
+/// Returns how many were removed.
+int remove_stale_temps(const std::string& dir);
+/// Checks, before any work, that `path` can be written as an output file: not empty, not a
+/// folder, its folder exists and is writable. Throws std::invalid_argument naming `what` (the
+/// flag or key) and the path.
+void check_output_path(const std::string& path, const std::string& what);
+
+/// An exclusive advisory lock (flock) on DIR/.lock for as long as the object lives, so that two
+/// processes never write one run folder. The lock file records the holder's pid and host.
+class FolderLock {
+ public:
+  /// Creates DIR if needed; throws std::runtime_error naming DIR and the holder when another
+  /// process holds the lock.
+  explicit FolderLock(const std::string& dir);
+  ~FolderLock();
+  FolderLock(const FolderLock&) = delete;
+  FolderLock& operator=(const FolderLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 /// fsync a folder (after renames inside it).
 void fsync_dir(const std::string& dir);
 /// Runs a shell command and returns what it printed on stdout; `status` gets pclose's status

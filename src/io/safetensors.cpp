@@ -2,6 +2,7 @@
 
 #include "io/fsutil.h"
 #include "util/json.h"
+#include "util/utf8.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -70,13 +71,17 @@ class Json {
           case 'b': out += '\b'; break;
           case 'f': out += '\f'; break;
           case 'u': {
-            if (pos_ + 4 > s_.size()) fail("short \\u escape");
-            unsigned cp = std::stoul(s_.substr(pos_, 4), nullptr, 16);
-            pos_ += 4;
-            if (cp < 0x80) out += static_cast<char>(cp);
-            else if (cp < 0x800) out += static_cast<char>(0xC0 | (cp >> 6)), out += static_cast<char>(0x80 | (cp & 0x3F));
-            else out += static_cast<char>(0xE0 | (cp >> 12)), out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
-                 out += static_cast<char>(0x80 | (cp & 0x3F));
+            uint32_t cp = hex4();
+            if (cp >= 0xD800 && cp <= 0xDBFF) {  // a UTF-16 surrogate pair: \uD83D\uDE00
+              if (pos_ + 2 > s_.size() || s_[pos_] != '\\' || s_[pos_ + 1] != 'u') fail("unpaired \\u surrogate");
+              pos_ += 2;
+              const uint32_t low = hex4();
+              if (low < 0xDC00 || low > 0xDFFF) fail("unpaired \\u surrogate");
+              cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+              fail("unpaired \\u surrogate");
+            }
+            utf8_append(out, cp);
             break;
           }
           default: fail("unknown escape");
@@ -88,6 +93,18 @@ class Json {
     if (pos_ >= s_.size()) fail("unterminated string");
     ++pos_;
     return out;
+  }
+  /// Four hex digits of a \u escape.
+  uint32_t hex4() {
+    if (pos_ + 4 > s_.size()) fail("short \\u escape");
+    uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) {
+      const char h = s_[pos_++];
+      const int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+      if (d < 0) fail("\\u escape needs four hex digits");
+      v = v << 4 | static_cast<uint32_t>(d);
+    }
+    return v;
   }
   uint64_t integer() {
     ws();
@@ -225,10 +242,11 @@ struct SafetensorsWriter::Impl {
 SafetensorsWriter::SafetensorsWriter(const std::string& path, size_t header_reserve) : impl_(std::make_unique<Impl>()) {
   impl_->path = path;
   impl_->reserve = (header_reserve + 7) / 8 * 8;
-  std::string templ = path + ".tmp.XXXXXX";  // unique: two writers of one path never share it
-  impl_->fd = ::mkstemp(templ.data());
-  if (impl_->fd < 0) throw SafetensorsError(fmt::format("{}: cannot create a temporary beside it: {}", path, std::strerror(errno)));
-  impl_->tmp = templ;
+  try {
+    impl_->tmp = make_temp_beside(path, impl_->fd);  // unique: two writers of one path never share it
+  } catch (const std::runtime_error& e) {
+    throw SafetensorsError(e.what());
+  }
 }
 
 SafetensorsWriter::~SafetensorsWriter() {
@@ -279,7 +297,6 @@ void SafetensorsWriter::finish(const std::map<std::string, std::string>& metadat
     ::unlink(impl_->tmp.c_str());
     throw SafetensorsError(fmt::format("{}: fsync/close failed: {}", impl_->tmp, std::strerror(errno)));
   }
-  ::chmod(impl_->tmp.c_str(), 0644);  // mkstemp makes it 0600
   if (std::rename(impl_->tmp.c_str(), impl_->path.c_str()) != 0) {
     ::unlink(impl_->tmp.c_str());
     throw SafetensorsError(fmt::format("{}: rename failed: {}", impl_->path, std::strerror(errno)));
@@ -352,9 +369,13 @@ SafetensorsFile parse(std::string_view bytes, const std::string& file, std::opti
     if (!has_dtype || !has_shape || !has_offsets || offsets.size() != 2)
       throw SafetensorsError(fmt::format("{}: tensor '{}' needs dtype, shape and data_offsets [begin, end]", file, name));
     const DType& d = dtype_by_name(dtype, file, name);
-    uint64_t numel = 1;
+    uint64_t numel = 1, nonzero = 1;  // nonzero: the product of the non-zero dimensions, which strides need
     for (uint64_t s : shape) {
-      if (s != 0 && numel > UINT64_MAX / s) throw SafetensorsError(fmt::format("{}: tensor '{}' shape overflows", file, name));
+      if (s > static_cast<uint64_t>(INT64_MAX))
+        throw SafetensorsError(fmt::format("{}: tensor '{}' has a dimension of {}, past the int64 range", file, name, s));
+      if (s != 0 && nonzero > static_cast<uint64_t>(INT64_MAX) / s)
+        throw SafetensorsError(fmt::format("{}: tensor '{}' shape overflows the int64 range", file, name));
+      if (s != 0) nonzero *= s;
       numel *= s;
     }
     if (offsets[0] > offsets[1] || offsets[1] > data_size)
@@ -392,15 +413,6 @@ at::Tensor copy_tensor(const char* data, const std::vector<int64_t>& sizes, at::
   return t;
 }
 
-/// A read-only mapping of a whole file, unmapped when the last tensor viewing it goes.
-struct Mapping {
-  void* addr = MAP_FAILED;
-  size_t size = 0;
-  ~Mapping() {
-    if (addr != MAP_FAILED) ::munmap(addr, size);
-  }
-};
-
 }  // namespace
 
 SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& file, std::optional<at::ScalarType> as) {
@@ -411,27 +423,62 @@ SafetensorsFile load_safetensors(const std::string& path, std::optional<at::Scal
   return parse_safetensors(read_file(path), path, as);
 }
 
+static int64_t mtime_ns(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+}
+
+FileMapping::FileMapping(std::string path, int fd, void* addr, size_t size, int64_t mtime)
+    : path_(std::move(path)), fd_(fd), addr_(addr), size_(size), mtime_ns_(mtime) {}
+
+FileMapping::~FileMapping() {
+  ::munmap(addr_, size_);
+  ::close(fd_);
+}
+
+void FileMapping::check_intact() const {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) throw SafetensorsError(fmt::format("{}: cannot stat: {}", path_, std::strerror(errno)));
+  if (static_cast<size_t>(st.st_size) < size_)
+    throw SafetensorsError(fmt::format("{}: the file was truncated while in use ({} bytes when opened, {} now); "
+                                       "open it again",
+                                       path_, size_, st.st_size));
+  if (static_cast<size_t>(st.st_size) != size_ || mtime_ns(st) != mtime_ns_)
+    throw SafetensorsError(fmt::format("{}: the file was rewritten in place while in use; open it again (writers "
+                                       "should replace it by renaming a new file over it)",
+                                       path_));
+}
+
 SafetensorsFile map_safetensors(const std::string& path) {
+  if (const std::string problem = file_problem(path); !problem.empty())
+    throw SafetensorsError(fmt::format("{}: cannot open: {}", path.empty() ? "''" : path, problem));
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw SafetensorsError(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
   struct stat st {};
-  auto mapping = std::make_shared<Mapping>();
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) {
-    mapping->size = static_cast<size_t>(st.st_size);
-    mapping->addr = ::mmap(nullptr, mapping->size, PROT_READ, MAP_SHARED, fd, 0);
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw SafetensorsError(fmt::format("{}: cannot stat: {}", path, std::strerror(err)));
   }
-  const int err = errno;
-  ::close(fd);
-  if (mapping->addr == MAP_FAILED) {
-    if (mapping->size == 0) throw SafetensorsError(fmt::format("{}: 0 bytes is too short for a safetensors file", path));
+  if (st.st_size == 0) {
+    ::close(fd);
+    throw SafetensorsError(fmt::format("{}: 0 bytes is too short for a safetensors file", path));
+  }
+  void* addr = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+  if (addr == MAP_FAILED) {
+    const int err = errno;
+    ::close(fd);
     throw SafetensorsError(fmt::format("{}: cannot map: {}", path, std::strerror(err)));
   }
-  const std::string_view bytes(static_cast<const char*>(mapping->addr), mapping->size);
-  return parse(bytes, path, std::nullopt, [&](const char* data, const std::vector<int64_t>& sizes, at::ScalarType type) {
+  // The descriptor stays open with the mapping, so check_intact() can see what became of the file.
+  auto mapping = std::make_shared<const FileMapping>(path, fd, addr, static_cast<size_t>(st.st_size), mtime_ns(st));
+  const std::string_view bytes(static_cast<const char*>(addr), static_cast<size_t>(st.st_size));
+  SafetensorsFile f = parse(bytes, path, std::nullopt, [&](const char* data, const std::vector<int64_t>& sizes, at::ScalarType type) {
     const size_t align = c10::elementSize(type);
     if (reinterpret_cast<uintptr_t>(data) % align != 0) return copy_tensor(data, sizes, type);  // misaligned: copy
     return at::from_blob(const_cast<char*>(data), sizes, [mapping](void*) {}, at::TensorOptions().dtype(type));
   });
+  f.mapping = mapping;
+  return f;
 }
 
 }  // namespace torchclip

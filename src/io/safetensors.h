@@ -19,9 +19,32 @@ class SafetensorsError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// The read-only memory mapping behind map_safetensors' tensors (which keep it alive).
+class FileMapping {
+ public:
+  FileMapping(std::string path, int fd, void* addr, size_t size, int64_t mtime_ns);
+  ~FileMapping();
+  FileMapping(const FileMapping&) = delete;
+  FileMapping& operator=(const FileMapping&) = delete;
+  /// Throws SafetensorsError naming the file when it was truncated or rewritten in place since it
+  /// was mapped: the mapping would then mix new bytes with what was read at open, and touching
+  /// pages past a new end raises SIGBUS. (Writers that replace by rename, as torchclip's do,
+  /// leave a mapping intact: it keeps the old file.)
+  void check_intact() const;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_;
+  void* addr_;
+  size_t size_;
+  int64_t mtime_ns_;
+};
+
 struct SafetensorsFile {
   std::map<std::string, at::Tensor> tensors;
   std::map<std::string, std::string> metadata;
+  std::shared_ptr<const FileMapping> mapping;  // map_safetensors only
 };
 
 /// Header larger than this is refused (a hostile length would otherwise allocate gigabytes).

@@ -20,19 +20,22 @@ struct LoadedModel {
   std::shared_ptr<const Tokenizer> tokenizer;
   std::string tokenizer_spec;
   std::string dir;  // the folder it was loaded from
-  /// Identifies the weights: "crc32:XXXXXXXX:BYTES" of model.safetensors. Indexes record it, so
-  /// a search with another model is refused.
+  /// Identifies what the embeddings depend on: "crc32:W:BYTES:C:T", the CRC-32 and size of
+  /// model.safetensors, the CRC-32 of the config (canonical YAML) and of the tokenizer's file.
+  /// Indexes and saved classifiers record it, so using them with another model is refused.
   std::string fingerprint;
 };
 
 /// Writes a model folder (the folder must exist). `tokenizer_spec` is what load_tokenizer took.
 void save_model_dir(const std::string& dir, CLIP& model, const std::string& tokenizer_spec);
 
-/// Loads a model folder onto `device`; missing, unexpected or mis-shaped tensors are errors
-/// naming them.
+/// Loads a model folder onto `device`; a folder without config.yaml, model.safetensors or
+/// tokenizer.yaml, and missing, unexpected, mis-shaped, mis-typed or non-finite tensors are
+/// errors naming them.
 LoadedModel load_model_dir(const std::string& dir, const c10::Device& device = c10::Device(c10::kCPU));
 
-/// Copies `weights` into `model` by name; throws listing missing, unexpected and mis-shaped names.
+/// Copies `weights` into `model` by name; throws listing missing, unexpected, mis-shaped,
+/// mis-typed (integer data for float weights) and non-finite names.
 void load_state_dict(CLIP& model, const std::map<std::string, at::Tensor>& weights, const std::string& source);
 
 }  // namespace torchclip

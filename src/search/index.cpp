@@ -71,6 +71,7 @@ ImageIndex ImageIndex::open(const std::string& path) {
   x.embeddings = f.tensors["embeddings"];
   x.stats = f.tensors["stats"];
   x.info = f.metadata;
+  x.mapping = f.mapping;
   const auto& offsets = f.tensors["path_offsets"];
   const auto& bytes = f.tensors["paths"];
   const int64_t N = x.embeddings.dim() == 2 ? x.embeddings.size(0) : -1;
@@ -128,7 +129,7 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
   const auto t0 = std::chrono::steady_clock::now();
   const bool shards = data.find(".tar") != std::string::npos;
   // What should be in the index: file paths (stat-checked), or a whole tar source.
-  std::vector<std::string> files;
+  std::vector<std::string> files, pre_skipped;
   std::shared_ptr<data::SampleSource> source;
   if (!images.empty()) {
     files = data::expand_image_paths(images);
@@ -140,8 +141,17 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
     spec.shuffle = false;
     auto stream = src->open(spec);
     std::set<std::string> seen;
-    for (data::RawSample s; stream->next(s);)
-      if (!s.image_path.empty() && seen.insert(s.image_path).second) files.push_back(s.image_path);
+    for (data::RawSample s; stream->next(s);) {
+      // Only rows naming an image file: a bad row, or one naming a folder, is reported, not
+      // expanded (its images would be indexed twice, and pruned and re-added on every update).
+      if (!s.error_reason.empty()) {
+        pre_skipped.push_back(fmt::format("{}: {}", s.origin, s.error_reason));
+      } else if (const std::string problem = file_problem(s.image_path); !problem.empty()) {
+        pre_skipped.push_back(fmt::format("{}: {} {}", s.origin, s.image_path.empty() ? "''" : s.image_path, problem));
+      } else if (seen.insert(s.image_path).second) {
+        files.push_back(s.image_path);
+      }
+    }
   }
   // The existing index, if any: rows whose file is unchanged are kept.
   ImageIndex old;
@@ -156,6 +166,7 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
     for (int64_t i = 0; i < old.size(); ++i) old_rows.emplace(old.paths[i], i);
   }
   IndexReport r;
+  r.skipped = std::move(pre_skipped);
   std::vector<int64_t> keep_rows;
   std::vector<std::string> keep_paths, to_embed;
   std::vector<std::pair<int64_t, int64_t>> to_embed_stats;
@@ -228,6 +239,29 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
       if (!got.count(f)) r.skipped.push_back(reason_of.count(f) ? f + ": " + reason_of[f] : f + ": unreadable image");
     if (shards && st.skipped)
       r.skipped.push_back(fmt::format("{} samples of {} were unusable ({} reasons)", st.skipped, data, st.skipped_by_reason.size()));
+    // A non-finite embedding (NaN/Inf weights or input) would outrank every real one: such rows
+    // are left out and reported.
+    if (!parts.empty()) {
+      at::Tensor all = at::cat(parts);                           // [M, E]
+      const at::Tensor finite = at::isfinite(all).all(1);        // [M]
+      const int64_t bad = all.size(0) - finite.sum().item<int64_t>();
+      if (bad > 0) {
+        if (bad == all.size(0))
+          throw std::runtime_error(fmt::format("{}: every embedding it gives is non-finite (NaN or Inf): the model's "
+                                               "weights are broken; nothing was written to {}",
+                                               m.dir, out));
+        const auto keep = finite.nonzero().squeeze(1);  // [M - bad]
+        const auto* f = finite.data_ptr<bool>();
+        std::vector<std::string> finite_paths;
+        for (size_t i = 0; i < new_paths.size(); ++i) {
+          if (f[i]) finite_paths.push_back(new_paths[i]);
+          else r.skipped.push_back(new_paths[i] + ": non-finite embedding (NaN or Inf)");
+        }
+        new_paths = std::move(finite_paths);
+        parts = {all.index_select(0, keep)};
+        r.embedded = static_cast<int64_t>(new_paths.size());
+      }
+    }
   }
 
   // Merge kept and new rows, sorted by path: an updated index equals one built from scratch.

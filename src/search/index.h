@@ -7,6 +7,7 @@
 
 #include "config/enums.h"
 #include "data/source.h"
+#include "io/safetensors.h"
 #include "model/model_dir.h"
 #include "search/scan.h"
 
@@ -23,11 +24,18 @@ struct ImageIndex {
   std::vector<std::string> paths;  // [N] file paths (or sample origins for tar shards)
   at::Tensor stats;                // [N, 2] int64: file size and mtime (ns); -1 when not a file
   std::map<std::string, std::string> info;  // model_fingerprint, model, dtype, source, created, ...
+  std::shared_ptr<const FileMapping> mapping;  // set by open(): the file the embeddings view
 
   int64_t size() const { return static_cast<int64_t>(paths.size()); }
   const std::string& model_fingerprint() const;
   /// Memory-maps PATH (instant for any size); throws naming the file if it is not an index.
   static ImageIndex open(const std::string& path);
+  /// After open(): throws naming the file if it was truncated or rewritten in place since (the
+  /// paths were read at open, the embeddings are read from the mapping as searched). An index
+  /// replaced by rename, as `torchclip index` writes, leaves this one intact.
+  void check_intact() const {
+    if (mapping) mapping->check_intact();
+  }
   void save(const std::string& path) const;
 };
 

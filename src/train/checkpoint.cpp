@@ -30,15 +30,9 @@ std::map<std::string, at::Tensor> named_params(CLIP& model) {
   return out;
 }
 
-}  // namespace
-
-std::string save_checkpoint(const std::string& root, CLIP& model, torch::optim::Optimizer& optimizer,
-                            const TrainerState& state, const std::string& tokenizer_spec,
-                            const std::string& train_config_yaml, int64_t keep) {
-  const std::string name = fmt::format("step-{:08d}", state.step);
-  const fs::path final_dir = fs::path(root) / name, tmp = fs::path(root) / (name + ".tmp");
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+/// Everything a checkpoint folder holds, written into `tmp`; the manifest goes last.
+void write_checkpoint_files(const fs::path& tmp, CLIP& model, torch::optim::Optimizer& optimizer, const TrainerState& state,
+                            const std::string& tokenizer_spec, const std::string& train_config_yaml) {
   save_model_dir(tmp.string(), model, tokenizer_spec);
   write_file_atomic((tmp / "train_config.yaml").string(), train_config_yaml);
 
@@ -78,6 +72,26 @@ std::string save_checkpoint(const std::string& root, CLIP& model, torch::optim::
     manifest += fmt::format("{} {} {:08x}\n", f, data.size(), crc32_of(data));
   }
   write_file_atomic((tmp / "MANIFEST").string(), manifest);
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& root, CLIP& model, torch::optim::Optimizer& optimizer,
+                            const TrainerState& state, const std::string& tokenizer_spec,
+                            const std::string& train_config_yaml, int64_t keep) {
+  const std::string name = fmt::format("step-{:08d}", state.step);
+  const fs::path final_dir = fs::path(root) / name, tmp = fs::path(root) / (name + ".tmp");
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    write_checkpoint_files(tmp, model, optimizer, state, tokenizer_spec, train_config_yaml);
+  } catch (...) {
+    // A full disk or a failed write: leave no half-written folder taking the space a later
+    // checkpoint needs (the older checkpoints stay as they were).
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
   fsync_dir(root);
@@ -85,7 +99,7 @@ std::string save_checkpoint(const std::string& root, CLIP& model, torch::optim::
   std::vector<std::string> all;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string n = e.path().filename().string();
-    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos) all.push_back(n);
+    if (e.is_directory() && n.rfind("step-", 0) == 0 && !is_temp_name(n)) all.push_back(n);
   }
   std::sort(all.begin(), all.end());
   for (size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(fs::path(root) / all[i]);
@@ -126,7 +140,7 @@ std::optional<std::string> latest_checkpoint(const std::string& root) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(root, ec)) {
     const std::string n = e.path().filename().string();
-    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos) all.push_back(e.path().string());
+    if (e.is_directory() && n.rfind("step-", 0) == 0 && !is_temp_name(n)) all.push_back(e.path().string());
   }
   std::sort(all.rbegin(), all.rend());
   for (const auto& d : all) {

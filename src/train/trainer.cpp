@@ -89,17 +89,34 @@ Job join_job(const TrainConfig& cfg) {
   return job;
 }
 
-/// Rank 0 picks the checkpoint to resume (or the reason not to start) and tells the others.
-std::optional<std::string> choose_checkpoint(const Job& job, const TrainRunOptions& run, const fs::path& ckpt_root) {
+/// Rank 0 locks the run folder, picks the checkpoint to resume (or the reason not to start) and
+/// tells the others, so an error there stops every rank at once.
+std::optional<std::string> choose_checkpoint(const Job& job, const TrainRunOptions& run, const fs::path& ckpt_root,
+                                             std::optional<FolderLock>& lock) {
   std::string decision;  // "" fresh, "R:dir" resume, "E:message" error
   if (job.main_rank()) {
-    fs::create_directories(ckpt_root);
-    std::optional<std::string> from;
-    if (run.resume() == "auto") from = latest_checkpoint(ckpt_root.string());
-    else if (!run.resume().empty()) from = run.resume();
-    if (from) decision = "R:" + *from;
-    else if (run.resume().empty() && latest_checkpoint(ckpt_root.string()))
-      decision = fmt::format("E:{} already has checkpoints; use --resume auto to continue it or another --out", run.out_dir());
+    try {
+      // One training per run folder: a second one is refused while the first holds the lock.
+      // Holding it, rank 0 may clear what interrupted writes (a crash, a full disk) left behind.
+      lock.emplace(run.out_dir());
+      fs::create_directories(ckpt_root);
+      const int stale = remove_stale_temps(run.out_dir()) + remove_stale_temps(ckpt_root.string());
+      if (stale) fmt::print("removed {} temporaries of interrupted writes in {}\n", stale, run.out_dir());
+      std::optional<std::string> from;
+      if (run.resume() == "auto") from = latest_checkpoint(ckpt_root.string());
+      else if (!run.resume().empty()) from = run.resume();
+      std::error_code ec;
+      if (from && !fs::is_directory(*from, ec))
+        decision = fmt::format("E:--resume {}: no such checkpoint folder (give a checkpoints/step-N folder, or auto for "
+                               "the newest in {})",
+                               *from, ckpt_root.string());
+      else if (from)
+        decision = "R:" + *from;
+      else if (run.resume().empty() && latest_checkpoint(ckpt_root.string()))
+        decision = fmt::format("E:{} already has checkpoints; use --resume auto to continue it or another --out", run.out_dir());
+    } catch (const std::exception& e) {
+      decision = std::string("E:") + e.what();
+    }
   }
   if (job.group) decision = job.group->broadcast_string(decision, 0);
   if (decision.rfind("E:", 0) == 0) throw std::runtime_error(decision.substr(2));
@@ -179,13 +196,13 @@ struct Evaluation {
     Evaluation e;
     const DataCfg& d = cfg.data();
     if (d.val().empty() || !job.main_rank()) return e;
-    e.loader = std::make_unique<data::Loader>(data::open_source(d.val(), csv_options(d, !d.classes().empty())),
-                                              std::move(tokenizer),
-                                              inference_loader_options(cfg.model(), 512, d.workers(), d.resize()));
     if (!d.classes().empty()) {
       e.classes = read_lines(d.classes());
       e.templates = read_lines(d.templates());
     }
+    auto csv = csv_options(d, !d.classes().empty()).num_classes(static_cast<int64_t>(e.classes.size()));
+    e.loader = std::make_unique<data::Loader>(data::open_source(d.val(), csv), std::move(tokenizer),
+                                              inference_loader_options(cfg.model(), 512, d.workers(), d.resize()));
     return e;
   }
 };
@@ -219,7 +236,8 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   const Job job = join_job(cfg);
   const int64_t global_batch = dc.batch_size() * loop.accum_steps() * job.world();  // samples per step, all ranks
   const fs::path out(run.out_dir()), ckpt_root = out / "checkpoints";
-  const std::optional<std::string> resume_from = choose_checkpoint(job, run, ckpt_root);
+  std::optional<FolderLock> lock;  // rank 0's, for the whole run
+  const std::optional<std::string> resume_from = choose_checkpoint(job, run, ckpt_root, lock);
 
   // The effective config: printed, saved beside the run and in every checkpoint.
   const std::string effective = to_yaml(cfg);

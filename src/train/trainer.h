@@ -30,6 +30,8 @@ struct TrainRunResult {
 };
 
 /// Trains; writes out_dir/{train_config.yaml, metrics.jsonl, plot.png, checkpoints/step-N/}.
+/// Rank 0 holds an exclusive lock on out_dir/.lock for the run (a second training into the same
+/// folder is refused naming the holder) and removes temporaries that interrupted writes left.
 /// Throws on bad configuration or data, and after max_nonfinite_steps non-finite steps in a row.
 TrainRunResult train(const TrainConfig& config, const TrainRunOptions& options);
 

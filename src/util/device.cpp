@@ -39,8 +39,9 @@ c10::Device resolve_device(const std::string& name, const std::string& where, in
     throw std::invalid_argument(fmt::format("{}: \"{}\" is not a device; valid: auto, cpu, cuda, cuda:N", where, name));
   const bool have_cuda = at::hasCUDA();
   if (name == "cpu" || (name == "auto" && !have_cuda)) return c10::Device(c10::kCPU);
+  // A valid name this machine cannot honour is a run-time condition (exit 1), not a usage error.
   if (!have_cuda)
-    throw std::invalid_argument(fmt::format(
+    throw std::runtime_error(fmt::format(
         "{}: \"{}\" asked for, but this build or machine has no CUDA device (CUDA needs a build configured with "
         "-DTORCHCLIP_CUDA=ON and an NVIDIA GPU); use cpu or auto",
         where, name));
@@ -48,7 +49,7 @@ c10::Device resolve_device(const std::string& name, const std::string& where, in
   int64_t index = name == "auto" ? local_rank : cuda_index(name);
   if (index == -1) index = local_rank;
   if (index >= count)
-    throw std::invalid_argument(
+    throw std::runtime_error(
         fmt::format("{}: \"{}\" is device {}, but this machine has {} CUDA device(s)", where, name, index, count));
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
