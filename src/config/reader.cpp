@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <filesystem>
+#include <ios>
 #include <map>
 
 namespace torchclip {
@@ -32,12 +34,17 @@ void check_unique_keys(const YAML::Node& node, const std::string& path) {
 }  // namespace
 
 YAML::Node load_yaml_file(const std::string& path) {
+  // yaml-cpp opens a folder and throws std::ios_base::failure at its first read, leaking its buffer.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw ConfigError(fmt::format("{}: is a folder, not a YAML file", path));
   try {
     YAML::Node root = YAML::LoadFile(path);
     check_unique_keys(root, path);
     return root;
   } catch (const YAML::BadFile&) {
     throw ConfigError(fmt::format("{}: cannot open the file", path));
+  } catch (const std::ios_base::failure& e) {
+    throw ConfigError(fmt::format("{}: cannot read the file: {}", path, e.what()));
   } catch (const YAML::ParserException& e) {
     throw ConfigError(fmt::format("{}:{}: not valid YAML: {}", path, e.mark.line + 1, e.msg));
   }
@@ -61,6 +68,8 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
   } catch (const YAML::Exception& e) {
     throw ConfigError(fmt::format("override '{}': the value is not valid YAML: {}", assignment, e.msg));
   }
+  if (!root.IsNull() && !root.IsMap())  // yaml-cpp's operator[] would throw BadSubscript, naming no file
+    throw ConfigError(fmt::format("override '{}': the config is not a mapping of keys", assignment));
   // yaml-cpp nodes are handles: walk with copies of the handles, assigning through them.
   std::vector<YAML::Node> path = {root};
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
