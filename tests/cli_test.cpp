@@ -259,12 +259,13 @@ TEST(Cli, AnUnresolvableMasterAddrIsOneLineNamingIt) {
   const auto dir = torchclip::test::temp_dir("master_addr");
   std::ofstream(dir / "t.yaml") << "model: tiny\ndata: {train: synthetic:8, batch_size: 4, workers: 1}\n"
                                    "train: {steps: 1, threads: 1}\ndist: {timeout_seconds: 20}\n";
-  // A name in the .invalid domain never resolves (RFC 6761).
-  auto r = torchclip::test::run_shell("MASTER_ADDR=no-such-host.invalid MASTER_PORT=29555 WORLD_SIZE=2 RANK=1 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 timeout 60 " +
+  // A name in the .invalid domain never resolves (RFC 6761); the final dot keeps resolv.conf's
+  // search domains out of it.
+  auto r = torchclip::test::run_shell("MASTER_ADDR=no-such-host.invalid. MASTER_PORT=29555 WORLD_SIZE=2 RANK=1 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 timeout 60 " +
                                       std::string(TORCHCLIP_BINARY) + " train --config " + (dir / "t.yaml").string() +
                                       " --out " + (dir / "run").string());
   EXPECT_EQ(r.code, 2) << r.out;
-  EXPECT_NE(r.out.find("MASTER_ADDR='no-such-host.invalid' does not resolve"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("MASTER_ADDR='no-such-host.invalid.' does not resolve"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("frame #"), std::string::npos) << r.out;  // before: a 42-frame C++ stack trace
   std::filesystem::remove_all(dir);
 }

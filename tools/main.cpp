@@ -141,11 +141,13 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "torchclip: unknown command '{}'\n{}", args[0], kUsage);
     return 2;
   }
-  for (size_t i = 1; i < args.size(); ++i)
-    if (args[i] == "--help" || args[i] == "-h") {  // every subcommand, before any flag is checked
-      fmt::print("{}", command_usage(args[0]));
-      return 0;
-    }
+  // `CMD --help`, or `CMD WORD --help` for the two-word commands (data pack, bench train, ...),
+  // before any flag is checked; not a value ("--text -h" encodes "-h").
+  auto is_help = [](const std::string& a) { return a == "--help" || a == "-h"; };
+  if ((args.size() > 1 && is_help(args[1])) || (args.size() > 2 && args[1][0] != '-' && is_help(args[2]))) {
+    fmt::print("{}", command_usage(args[0]));
+    return 0;
+  }
   try {
     return it->second(Argv(args.begin() + 1, args.end()));
   } catch (const torchclip::UsageError& e) {

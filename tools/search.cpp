@@ -145,7 +145,11 @@ int search_main(const Argv& argv) {
     throw std::runtime_error(fmt::format("{}: this index was built by model {} (fingerprint {}), not by {} (fingerprint {}); "
                                          "search with that model or rebuild the index with torchclip index",
                                          index_path, index.info["model"], index.model_fingerprint(), model_dir, m.fingerprint));
-  at::Tensor q = image.empty() ? embed_texts(m, queries) : embed_image_file(m, image, index.info.count("resize") ? parse_enum<ResizeMode>(index.info["resize"], index_path + ": resize") : ResizeMode::kPil);
+  ResizeMode resize = ResizeMode::kPil;  // how the index's images were resized, for an image query
+  if (index.info.count("resize") && !try_parse_enum(index.info["resize"], resize))
+    throw std::runtime_error(fmt::format("{}: its metadata says resize '{}', which is not one of: {}", index_path,
+                                         index.info["resize"], fmt::join(EnumNames<ResizeMode>::get(), ", ")));
+  at::Tensor q = image.empty() ? embed_texts(m, queries) : embed_image_file(m, image, resize);
   if (!image.empty()) queries = {"image: " + image};
   const auto t1 = std::chrono::steady_clock::now();
   index.check_intact();  // the rows scanned are the rows whose paths were read at open

@@ -16,9 +16,9 @@
 namespace torchclip::data {
 
 void read_image_bytes(RawSample& raw) {
-  if (!raw.image_bytes.empty()) return;
-  // A folder (a CSV row naming one, an empty path joined to the CSV's folder) opens as a stream
-  // whose size reads as -1: say what the path is instead.
+  if (!raw.image_bytes.empty() || raw.image_path.empty()) return;  // no path: the decoder names what is missing
+  // A folder (a CSV row naming one) opens as a stream whose size reads as -1: say what the path
+  // is instead.
   if (const std::string problem = file_problem(raw.image_path); !problem.empty())
     throw SampleError(problem == "is a folder, not a file" ? "image_is_folder" : "image_missing",
                       fmt::format("{}: {}", raw.image_path.empty() ? "''" : raw.image_path, problem));

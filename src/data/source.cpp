@@ -601,14 +601,17 @@ CsvRestart parse_csv_from(const std::string& text, char sep, size_t begin, int64
     if (c == sep) {
       end_field();
     } else if (c == '\n' || c == '\r') {
+      // A malformed row that spans lines may hold rows its quote swallowed: read it again.
+      if (multiline && !row.malformed.empty() && line > row.line) return {row_begin, row.line, row.malformed};
       if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
       end_row(i + 1);
     } else if (c == '"' && !field_started) {
       quoted = field_started = true;
     } else {
-      if (closed_quote && row.malformed.empty()) {
-        row.malformed = fmt::format("text after the closing quote of field {}", row.fields.size() + 1);
-        if (line > row.line) return {row_begin, row.line, row.malformed};
+      if (closed_quote) {
+        if (row.malformed.empty())
+          row.malformed = fmt::format("text after the closing quote of field {}", row.fields.size() + 1);
+        if (multiline && line > row.line) return {row_begin, row.line, row.malformed};
       }
       field += c;
       field_started = true;
@@ -618,6 +621,7 @@ CsvRestart parse_csv_from(const std::string& text, char sep, size_t begin, int64
     if (multiline) return {row_begin, row.line, "a quoted field opened on this row is never closed"};
     row.malformed = "a quoted field is not closed on its line";
   }
+  if (multiline && !row.malformed.empty() && line > row.line) return {row_begin, row.line, row.malformed};
   if (field_started || !row.fields.empty()) {
     end_field();
     rows.push_back(std::move(row));

@@ -7,6 +7,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -46,26 +48,72 @@ void fsync_dir(const std::string& dir) {
   ::close(fd);
 }
 
+namespace {
+
+/// The process's umask, read once (umask() can only be read by setting it).
+mode_t process_umask() {
+  static const mode_t mask = [] {
+    const mode_t m = ::umask(0022);
+    ::umask(m);
+    return m;
+  }();
+  return mask;
+}
+
+FileStat from_stat(const struct stat& st) {
+  return {static_cast<int64_t>(st.st_size), static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec};
+}
+
+}  // namespace
+
+FileStat stat_path(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? from_stat(st) : FileStat{};
+}
+
+FileStat stat_fd(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 ? from_stat(st) : FileStat{};
+}
+
 std::string make_temp_beside(const std::string& path, int& fd) {
   std::string templ = path + ".tmp.XXXXXX";
   fd = ::mkstemp(templ.data());
   if (fd < 0) throw std::runtime_error(fmt::format("{}: cannot create a temporary beside it: {}", path, std::strerror(errno)));
-  ::fchmod(fd, 0644);  // mkstemp makes it 0600
+  ::fchmod(fd, 0666 & ~process_umask());  // mkstemp makes it 0600
   return templ;
 }
 
-bool is_temp_name(const std::string& name) {
-  const size_t p = name.rfind(".tmp");
-  if (p == std::string::npos || p == 0) return false;
-  const std::string rest = name.substr(p + 4);
-  return rest.empty() || (rest.size() == 7 && rest[0] == '.');
+void commit_temp(int fd, const std::string& tmp, const std::string& path) {
+  const bool synced = ::fsync(fd) == 0;
+  const int sync_errno = errno;
+  const bool closed = ::close(fd) == 0;
+  if (!synced || !closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = !synced ? sync_errno : errno;
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(fmt::format("{}: {} failed: {}", path, !synced ? "fsync" : !closed ? "close" : "rename",
+                                         std::strerror(err)));
+  }
+  fsync_dir(std::filesystem::path(path).parent_path().string());
 }
 
-int remove_stale_temps(const std::string& dir) {
+bool is_temp_name(const std::string& name, const std::string& target) {
+  const size_t p = name.rfind(".tmp");
+  if (p == std::string::npos || p == 0 || (!target.empty() && name.compare(0, p, target) != 0) ||
+      (!target.empty() && p != target.size()))
+    return false;
+  const std::string rest = name.substr(p + 4);
+  if (rest.empty()) return true;
+  if (rest.size() != 7 || rest[0] != '.') return false;
+  return std::all_of(rest.begin() + 1, rest.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)); });
+}
+
+int remove_stale_temps(const std::string& dir, const std::vector<std::string>& targets) {
   int removed = 0;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    if (!is_temp_name(e.path().filename().string())) continue;
+    const std::string name = e.path().filename().string();
+    if (std::none_of(targets.begin(), targets.end(), [&](const std::string& t) { return is_temp_name(name, t); })) continue;
     std::error_code rm;
     std::filesystem::remove_all(e.path(), rm);
     if (!rm) ++removed;
@@ -76,27 +124,19 @@ int remove_stale_temps(const std::string& dir) {
 void write_file_atomic(const std::string& path, const std::string& data) {
   int fd = -1;
   const std::string tmp = make_temp_beside(path, fd);
-  auto fail = [&](const std::string& what) {
-    const std::string reason = std::strerror(errno);
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw std::runtime_error(fmt::format("{}: {}: {}", path, what, reason));
-  };
   size_t done = 0;
   while (done < data.size()) {
     ssize_t w = ::write(fd, data.data() + done, data.size() - done);
     if (w < 0) {
       if (errno == EINTR) continue;
-      fail("write failed");
+      const int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw std::runtime_error(fmt::format("{}: write failed: {}", path, std::strerror(err)));
     }
     done += static_cast<size_t>(w);
   }
-  if (::fsync(fd) != 0) fail("fsync failed");
-  const int closing = fd;
-  fd = -1;
-  if (::close(closing) != 0) fail("close failed");
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("rename failed");
-  fsync_dir(std::filesystem::path(path).parent_path().string());
+  commit_temp(fd, tmp, path);
 }
 
 void check_output_path(const std::string& path, const std::string& what) {

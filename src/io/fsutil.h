@@ -17,15 +17,28 @@ std::string read_file(const std::string& path);
 /// after a crash, never a mix. On any failure the temporary is removed. Throws
 /// std::runtime_error naming the path.
 void write_file_atomic(const std::string& path, const std::string& data);
-/// A unique temporary beside `path` (PATH.tmp.XXXXXX), created empty with mode 0644 and open for
-/// writing; returns its name and sets `fd`. Throws std::runtime_error naming `path`.
+/// A unique temporary beside `path` (PATH.tmp.XXXXXX), created empty with the mode an ordinary
+/// new file gets (0666 less the umask) and open for writing; returns its name and sets `fd`.
+/// Throws std::runtime_error naming `path`.
 std::string make_temp_beside(const std::string& path, int& fd);
-/// Whether `name` is a temporary of a crash-safe write (".tmp" or ".tmp.XXXXXX" at its end).
-bool is_temp_name(const std::string& name);
-/// Removes the temporaries that interrupted writes (a crash, a full disk) left directly in
-/// `dir`: files and folders named by is_temp_name. Call only while holding the folder's lock.
-/// Returns how many were removed.
-int remove_stale_temps(const std::string& dir);
+/// Finishes a write begun with make_temp_beside: fsyncs and closes `fd` (always closed), renames
+/// `tmp` over `path` and fsyncs the folder; on failure removes `tmp` and throws
+/// std::runtime_error naming `path`.
+void commit_temp(int fd, const std::string& tmp, const std::string& path);
+/// Whether `name` is a temporary of a crash-safe write of `target`: "TARGET.tmp", or
+/// "TARGET.tmp.XXXXXX" as make_temp_beside names them. An empty target matches any name.
+bool is_temp_name(const std::string& name, const std::string& target = "");
+/// Removes from `dir` the temporaries that interrupted writes (a crash, a full disk) left of
+/// the files named `targets` (files or folders named by is_temp_name for one of them). Call only
+/// while holding the folder's lock. Returns how many were removed.
+int remove_stale_temps(const std::string& dir, const std::vector<std::string>& targets);
+/// Size and modification time (ns) of a file, by path or by descriptor; -1 each when it cannot
+/// be read.
+struct FileStat {
+  int64_t size = -1, mtime_ns = -1;
+};
+FileStat stat_path(const std::string& path);
+FileStat stat_fd(int fd);
 /// Checks, before any work, that `path` can be written as an output file: not empty, not a
 /// folder, its folder exists and is writable. Throws std::invalid_argument naming `what` (the
 /// flag or key) and the path.

@@ -293,15 +293,11 @@ void SafetensorsWriter::finish(const std::map<std::string, std::string>& metadat
   impl_->write_at((length_prefix(header.size()) + header).data(), 8 + header.size(), 0);
   const int fd = impl_->fd;
   impl_->fd = -1;
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(impl_->tmp.c_str());
-    throw SafetensorsError(fmt::format("{}: fsync/close failed: {}", impl_->tmp, std::strerror(errno)));
+  try {
+    commit_temp(fd, impl_->tmp, impl_->path);
+  } catch (const std::runtime_error& e) {
+    throw SafetensorsError(e.what());
   }
-  if (std::rename(impl_->tmp.c_str(), impl_->path.c_str()) != 0) {
-    ::unlink(impl_->tmp.c_str());
-    throw SafetensorsError(fmt::format("{}: rename failed: {}", impl_->path, std::strerror(errno)));
-  }
-  fsync_dir(std::filesystem::path(impl_->path).parent_path().string());
 }
 
 namespace {
@@ -423,10 +419,6 @@ SafetensorsFile load_safetensors(const std::string& path, std::optional<at::Scal
   return parse_safetensors(read_file(path), path, as);
 }
 
-static int64_t mtime_ns(const struct stat& st) {
-  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
-}
-
 FileMapping::FileMapping(std::string path, int fd, void* addr, size_t size, int64_t mtime)
     : path_(std::move(path)), fd_(fd), addr_(addr), size_(size), mtime_ns_(mtime) {}
 
@@ -436,13 +428,13 @@ FileMapping::~FileMapping() {
 }
 
 void FileMapping::check_intact() const {
-  struct stat st {};
-  if (::fstat(fd_, &st) != 0) throw SafetensorsError(fmt::format("{}: cannot stat: {}", path_, std::strerror(errno)));
-  if (static_cast<size_t>(st.st_size) < size_)
+  const FileStat now = stat_fd(fd_);
+  if (now.size < 0) throw SafetensorsError(fmt::format("{}: cannot stat: {}", path_, std::strerror(errno)));
+  if (static_cast<size_t>(now.size) < size_)
     throw SafetensorsError(fmt::format("{}: the file was truncated while in use ({} bytes when opened, {} now); "
                                        "open it again",
-                                       path_, size_, st.st_size));
-  if (static_cast<size_t>(st.st_size) != size_ || mtime_ns(st) != mtime_ns_)
+                                       path_, size_, now.size));
+  if (static_cast<size_t>(now.size) != size_ || now.mtime_ns != mtime_ns_)
     throw SafetensorsError(fmt::format("{}: the file was rewritten in place while in use; open it again (writers "
                                        "should replace it by renaming a new file over it)",
                                        path_));
@@ -470,7 +462,7 @@ SafetensorsFile map_safetensors(const std::string& path) {
     throw SafetensorsError(fmt::format("{}: cannot map: {}", path, std::strerror(err)));
   }
   // The descriptor stays open with the mapping, so check_intact() can see what became of the file.
-  auto mapping = std::make_shared<const FileMapping>(path, fd, addr, static_cast<size_t>(st.st_size), mtime_ns(st));
+  auto mapping = std::make_shared<const FileMapping>(path, fd, addr, static_cast<size_t>(st.st_size), stat_fd(fd).mtime_ns);
   const std::string_view bytes(static_cast<const char*>(addr), static_cast<size_t>(st.st_size));
   SafetensorsFile f = parse(bytes, path, std::nullopt, [&](const char* data, const std::vector<int64_t>& sizes, at::ScalarType type) {
     const size_t align = c10::elementSize(type);

@@ -28,8 +28,9 @@ class FileMapping {
   FileMapping& operator=(const FileMapping&) = delete;
   /// Throws SafetensorsError naming the file when it was truncated or rewritten in place since it
   /// was mapped: the mapping would then mix new bytes with what was read at open, and touching
-  /// pages past a new end raises SIGBUS. (Writers that replace by rename, as torchclip's do,
-  /// leave a mapping intact: it keeps the old file.)
+  /// pages past a new end raises SIGBUS. This detects, it cannot prevent: a truncation between
+  /// this check and a read of the mapping still faults. (Writers that replace by rename, as
+  /// torchclip's do, leave a mapping intact: it keeps the old file.)
   void check_intact() const;
   const std::string& path() const { return path_; }
 

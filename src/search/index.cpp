@@ -16,7 +16,6 @@
 #include <c10/util/Half.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -34,13 +33,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kIndexFormat = "torchclip-index";
-
-/// (size, mtime in ns) of a file, or (-1, -1) when it cannot be read.
-std::pair<int64_t, int64_t> file_stat(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return {-1, -1};
-  return {static_cast<int64_t>(st.st_size), static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec};
-}
 
 std::string now_iso8601() {
   const std::time_t t = std::time(nullptr);
@@ -144,10 +136,15 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
     for (data::RawSample s; stream->next(s);) {
       // Only rows naming an image file: a bad row, or one naming a folder, is reported, not
       // expanded (its images would be indexed twice, and pruned and re-added on every update).
-      if (!s.error_reason.empty()) {
+      // (A bad caption or label does not matter to an index; a row without a usable path does.)
+      const bool bad_row = s.error_reason == "csv_malformed" || s.error_reason == "csv_too_few_columns" ||
+                           s.error_reason == "csv_empty_path";
+      if (bad_row) {
         pre_skipped.push_back(fmt::format("{}: {}", s.origin, s.error_reason));
+      } else if (s.image_path.empty()) {
+        continue;  // not a file (a tensor file's or synthetic sample): nothing to index by path
       } else if (const std::string problem = file_problem(s.image_path); !problem.empty()) {
-        pre_skipped.push_back(fmt::format("{}: {} {}", s.origin, s.image_path.empty() ? "''" : s.image_path, problem));
+        pre_skipped.push_back(fmt::format("{}: {} {}", s.origin, s.image_path, problem));
       } else if (seen.insert(s.image_path).second) {
         files.push_back(s.image_path);
       }
@@ -174,7 +171,8 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
   const at::Tensor old_stat_rows = old.size() ? old.stats.contiguous() : at::Tensor();  // [N, 2], kept alive
   const int64_t* old_stats = old.size() ? old_stat_rows.data_ptr<int64_t>() : nullptr;
   for (const auto& f : files) {
-    const auto st = file_stat(f);
+    const FileStat fst = stat_path(f);
+    const std::pair<int64_t, int64_t> st{fst.size, fst.mtime_ns};
     stat_of[f] = st;
     auto it = old_rows.find(f);
     if (it != old_rows.end() && old_stats[2 * it->second] == st.first && old_stats[2 * it->second + 1] == st.second) {

@@ -179,17 +179,36 @@ TrainerState load_checkpoint(const std::string& dir, CLIP& model, torch::optim::
       cuda.set_state(saved->second);
     }
   TrainerState s;
-  auto meta = [&](const char* k) { return st.metadata.at(k); };
-  s.step = std::stoll(meta("step"));
-  s.epoch = std::stoll(meta("epoch"));
+  const std::string trainer_file = (fs::path(dir) / "trainer.safetensors").string();
+  // A damaged checkpoint is a run-time error naming the file and the key (not "map::at" or a
+  // std::stoll that would read as a usage error).
+  auto meta = [&](const std::string& k) {
+    auto it = st.metadata.find(k);
+    if (it == st.metadata.end()) throw std::runtime_error(fmt::format("{}: no '{}' in its metadata", trainer_file, k));
+    return it->second;
+  };
+  auto number = [&](const std::string& k) {
+    const std::string v = meta(k);
+    try {
+      size_t used = 0;
+      const double x = std::stod(v, &used);
+      if (used == v.size()) return x;
+    } catch (const std::exception&) {
+    }
+    throw std::runtime_error(fmt::format("{}: metadata '{}' is '{}', not a number", trainer_file, k, v));
+  };
+  auto count = [&](const std::string& k) { return static_cast<int64_t>(number(k)); };
+  s.step = count("step");
+  s.epoch = count("epoch");
   // Checkpoints from before distributed training have no world_size: one rank.
-  const int64_t world = st.metadata.count("world_size") ? std::stoll(meta("world_size")) : 1;
+  const int64_t world = st.metadata.count("world_size") ? count("world_size") : 1;
+  if (world < 1 || world > 65536) throw std::runtime_error(fmt::format("{}: world_size {} is not a rank count", trainer_file, world));
   s.loader_states.push_back(meta("loader"));
-  for (int64_t r = 1; r < world; ++r) s.loader_states.push_back(meta(("loader/" + std::to_string(r)).c_str()));
-  s.nonfinite_in_row = std::stoll(meta("nonfinite_in_row"));
-  s.nonfinite_total = std::stoll(meta("nonfinite_total"));
-  s.samples_seen = std::stoll(meta("samples_seen"));
-  s.train_seconds = std::stod(meta("train_seconds"));
+  for (int64_t r = 1; r < world; ++r) s.loader_states.push_back(meta("loader/" + std::to_string(r)));
+  s.nonfinite_in_row = count("nonfinite_in_row");
+  s.nonfinite_total = count("nonfinite_total");
+  s.samples_seen = count("samples_seen");
+  s.train_seconds = number("train_seconds");
   return s;
 }
 

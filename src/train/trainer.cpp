@@ -100,12 +100,19 @@ std::optional<std::string> choose_checkpoint(const Job& job, const TrainRunOptio
       // Holding it, rank 0 may clear what interrupted writes (a crash, a full disk) left behind.
       lock.emplace(run.out_dir());
       fs::create_directories(ckpt_root);
-      const int stale = remove_stale_temps(run.out_dir()) + remove_stale_temps(ckpt_root.string());
+      // Only the names torchclip writes there: the folder may hold the user's own files.
+      std::vector<std::string> checkpoints;
+      std::error_code ec;
+      for (const auto& e : fs::directory_iterator(ckpt_root, ec)) {
+        const std::string n = e.path().filename().string();
+        if (n.rfind("step-", 0) == 0 && is_temp_name(n)) checkpoints.push_back(n.substr(0, n.rfind(".tmp")));
+      }
+      const int stale = remove_stale_temps(run.out_dir(), {"train_config.yaml", "metrics.jsonl", "plot.png"}) +
+                        remove_stale_temps(ckpt_root.string(), checkpoints);
       if (stale) fmt::print("removed {} temporaries of interrupted writes in {}\n", stale, run.out_dir());
       std::optional<std::string> from;
       if (run.resume() == "auto") from = latest_checkpoint(ckpt_root.string());
       else if (!run.resume().empty()) from = run.resume();
-      std::error_code ec;
       if (from && !fs::is_directory(*from, ec))
         decision = fmt::format("E:--resume {}: no such checkpoint folder (give a checkpoints/step-N folder, or auto for "
                                "the newest in {})",

@@ -11,6 +11,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <unordered_set>
 
 namespace torchclip {
 
@@ -19,22 +20,32 @@ namespace {
 // Every block starts with this header; the data follows at LibTorch's 64-byte alignment. The
 // deleter finds the owner and size class there, so data == context and the raw API works.
 struct alignas(64) BlockHeader {
-  std::uint64_t magic;
   CachingCpuAllocator* owner;
   std::size_t cls;  // 0: not cached, freed straight to malloc
 };
-// oneDNN's glue frees through whatever GetAllocator(CPU)->raw_deallocate is at that moment, so a
-// buffer LibTorch's default allocator (posix_memalign) made before installation can arrive here;
-// without the magic it is handed to free(), as the default allocator would.
-constexpr std::uint64_t kMagic = 0x746f72636863636cull;
 constexpr std::size_t kHeader = sizeof(BlockHeader);
 static_assert(kHeader == 64, "the data must keep LibTorch's 64-byte alignment");
 
 BlockHeader* header_of(void* data) { return static_cast<BlockHeader*>(data) - 1; }
 
-/// Back to malloc, with the magic cleared so no stale copy can mark a later foreign buffer.
+// The data pointers of every block this process's caching allocators made and have not given
+// back to malloc. oneDNN's glue frees through whatever GetAllocator(CPU)->raw_deallocate is at
+// that moment, so a buffer LibTorch's default allocator (posix_memalign) made before
+// installation can arrive here: it is not in the set and goes to free(), as the default
+// allocator would, without a byte before it being read (the bytes before a foreign buffer are
+// not ours: reading them for a marker was an out-of-bounds read, found by AddressSanitizer).
+std::mutex g_ours_mutex;
+std::unordered_set<void*>& ours() {
+  static auto* set = new std::unordered_set<void*>();  // never destroyed: tensors may die after main
+  return *set;
+}
+
+/// Back to malloc, no longer ours.
 void release(void* base) {
-  static_cast<BlockHeader*>(base)->magic = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_ours_mutex);
+    ours().erase(static_cast<char*>(base) + kHeader);
+  }
   std::free(base);
 }
 
@@ -87,14 +98,18 @@ void CachingCpuAllocator::empty() {
 
 void CachingCpuAllocator::delete_block(void* data) {
   if (!data) return;
-  BlockHeader* h = header_of(data);
-  if (h->magic != kMagic) {
-    std::free(data);
-  } else if (h->cls == 0) {
-    release(h);
-  } else {
-    h->owner->give_back(h, h->cls);  // keeps the magic: the block stays ours
+  bool mine = false;
+  {
+    std::lock_guard<std::mutex> lock(g_ours_mutex);
+    mine = ours().count(data) > 0;
   }
+  if (!mine) {
+    std::free(data);
+    return;
+  }
+  BlockHeader* h = header_of(data);
+  if (h->cls == 0) release(h);
+  else h->owner->give_back(h, h->cls);  // stays ours while cached
 }
 
 void* CachingCpuAllocator::take(std::size_t n) {
@@ -145,9 +160,15 @@ void* CachingCpuAllocator::fresh(std::size_t n, std::size_t cls) {
   }
   TORCH_CHECK(base != nullptr, "CPU allocator: out of memory allocating ", n, " bytes");
   auto* h = static_cast<BlockHeader*>(base);
-  h->magic = kMagic;
   h->owner = this;
   h->cls = cls;
+  try {
+    std::lock_guard<std::mutex> lock(g_ours_mutex);
+    ours().insert(h + 1);
+  } catch (const std::bad_alloc&) {
+    std::free(base);
+    throw;
+  }
   return h + 1;
 }
 
@@ -198,8 +219,14 @@ std::size_t parse_megabytes(const char* name, const char* value) {
 
 // fork() from a threaded process: the lock is held across it, so the child's cache is consistent.
 struct CpuAllocatorForkHandlers {
-  static void lock() { g_installed->mutex_.lock(); }
-  static void unlock() { g_installed->mutex_.unlock(); }
+  static void lock() {
+    g_installed->mutex_.lock();
+    g_ours_mutex.lock();
+  }
+  static void unlock() {
+    g_ours_mutex.unlock();
+    g_installed->mutex_.unlock();
+  }
 };
 
 CpuCacheConfig CpuCacheConfig::from_environment() {
