@@ -245,6 +245,10 @@ TEST(Cli, UsageErrorsExit2AndOutputPathsAreCheckedBeforeAnyWork) {
       {"convert --openclip-config ViT-B-32 --weights w.safetensors --out m --image-size 0", "--image-size 0 is outside"},
       {"data check --data synthetic:100000000000", "COUNT must be in"},
       {"data check --data 's-{0..999999999999}.tar'", "names more than"},
+      // at::topk's "selected index k out of range" leaked through here
+      {"bench search --rows 5 --k 10 --no-compare", "--k 10 is more than the index's --rows 5"},
+      {"bench search --rows 10000000000 --no-compare", "more than this machine's memory"},
+      {"bench search --rows 5 --k 1 --dtype fp8 --no-compare", "valid: fp16, fp32"},
   };
   for (const auto& c : cases) {
     // Each fails at once: the model folder does not even exist, so no work was started.

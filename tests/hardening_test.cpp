@@ -15,6 +15,7 @@
 #include "io/safetensors.h"
 #include "model/model_dir.h"
 #include "search/index.h"
+#include "search/scan.h"
 #include "train/metrics_log.h"
 #include "util/json.h"
 
@@ -262,6 +263,30 @@ TEST(Safetensors, AMappingKnowsWhenItsFileWasTruncatedOrRewrittenInPlace) {
     auto m = test::error_of<SafetensorsError>([&] { f.mapping->check_intact(); });
     EXPECT_TRUE(contains(m, "rewritten in place")) << m;
   }
+  fs::remove_all(dir);
+}
+
+TEST(Safetensors, AnIndexTruncatedUnderTheScanIsAnErrorNamingItNotSigbus) {
+  auto dir = test::temp_dir("truncated_scan");
+  at::manual_seed(0);
+  ImageIndex x;
+  const int64_t N = 40000, E = 64;  // 5 MB of fp16 rows: most pages lie past the cut
+  auto rows = at::randn({N, E});
+  x.embeddings = (rows / rows.norm(2, 1, true)).to(at::kHalf);
+  x.int8 = quantize_rows(x.embeddings);
+  for (int64_t i = 0; i < N; ++i) x.paths.push_back("img" + std::to_string(i));
+  x.stats = at::full({N, 2}, -1, at::kLong);
+  const auto q = at::randn({kBlockedQueries, E});
+  for (const bool int8 : {false, true})
+    for (const int64_t Q : {int64_t{1}, kBlockedQueries}) {  // the streaming scan and the blocked kernel
+      const std::string p = (dir / "x.idx").string();
+      x.save(p);
+      auto index = ImageIndex::open(p);
+      EXPECT_EQ(index.search(q.slice(0, 0, Q), 5, 100, !int8).size(), static_cast<size_t>(Q));
+      fs::resize_file(p, 8192);  // another process cuts the file: before, the scan died of SIGBUS
+      auto m = test::error_of<SafetensorsError>([&] { index.search(q.slice(0, 0, Q), 5, 100, !int8); });
+      EXPECT_TRUE(contains(m, "x.idx: the file was truncated while in use")) << m;
+    }
   fs::remove_all(dir);
 }
 

@@ -5,6 +5,7 @@
 #include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "model/model_dir.h"
+#include "search/scan.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -194,6 +195,33 @@ TEST_F(ToolsFixture, AnUpdatedIndexEqualsOneBuiltFromScratch) {
   r = run_cli("index --model " + other_dir.string() + " --images " + lib.string() + " --out " + inc);
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("built by another model"), std::string::npos) << r.out;
+}
+
+TEST_F(ToolsFixture, AnInt8IndexScansCodesAndRerankedEqualsTheExactSearch) {
+  const fs::path& d = *dir_;
+  const std::string i8 = (d / "int8.idx").string(), f16 = (d / "fp16.idx").string();
+  auto r = run_cli("index" + m() + " --images " + (d / "imgs").string() + " --out " + i8 + " --dtype int8");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli("index" + m() + " --images " + (d / "imgs").string() + " --out " + f16);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto a = load_safetensors(i8), b = load_safetensors(f16);
+  EXPECT_TRUE(a.tensors["embeddings"].equal(b.tensors["embeddings"]));  // the fp16 rows that rerank
+  ASSERT_TRUE(a.tensors.count("codes") && a.tensors.count("scales"));
+  EXPECT_EQ(a.tensors["codes"].scalar_type(), at::kChar);
+  EXPECT_TRUE(a.tensors["codes"].equal(quantize_rows(b.tensors["embeddings"]).codes));
+  const auto results = [&](const std::string& idx, const std::string& flags) {
+    auto x = run_cli("search --index " + idx + m() + " --query 'a photo of a red square' --k 10 --json" + flags);
+    EXPECT_EQ(x.code, 0) << x.out;
+    return std::regex_replace(x.out, std::regex("\"(index|search_ms)\": [^,]*, "), "");
+  };
+  // Reranking at least every row is the exact search: the default 100 candidates cover these 96 images.
+  const std::string exact = results(f16, "");
+  EXPECT_EQ(results(i8, ""), exact);
+  EXPECT_EQ(results(i8, " --exact"), exact);
+  EXPECT_EQ(results(i8, " --candidates 1000"), exact);
+  r = run_cli("index" + m() + " --images " + (d / "imgs").string() + " --out " + (d / "x.idx").string() + " --dtype int4");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("valid: fp16, fp32, int8"), std::string::npos) << r.out;
 }
 
 TEST_F(ToolsFixture, EmbedWritesNpyAndSafetensorsInInputOrder) {

@@ -154,24 +154,28 @@ TEST(Device, NamesResolveOrFailNamingTheKey) {
 
 TEST(Search, ExactTopKMatchesBruteForceInBothDtypes) {
   at::manual_seed(3);
-  for (int64_t E : {64, 20}) {  // 64: the AVX2 path; 20: the scalar path
-    auto emb = at::randn({5000, E});
-    emb = emb / emb.norm(2, 1, true);
-    auto q = at::randn({3, E});
-    for (auto dtype : {at::kFloat, at::kHalf}) {
-      auto stored = emb.to(dtype);
-      auto hits = search_index(stored, q, 7);
-      auto ref = at::matmul(stored.to(at::kDouble), q.to(at::kDouble).t()).topk(7, 0);  // [7, 3]
-      ASSERT_EQ(hits.size(), 3u);
-      for (int64_t j = 0; j < 3; ++j) {
-        ASSERT_EQ(hits[j].size(), 7u);
-        for (int64_t i = 0; i < 7; ++i) {
-          EXPECT_EQ(hits[j][i].row, std::get<1>(ref)[i][j].item<int64_t>()) << "E " << E << " query " << j << " rank " << i;
-          EXPECT_NEAR(hits[j][i].score, std::get<0>(ref)[i][j].item<double>(), 1e-5);
+  // E 64: the AVX2 kernels; E 20: the scalar ones. 5001 rows: a tail after the groups of 4.
+  // 3 queries: the streaming scan; kBlockedQueries + 5 = 9: the blocked kernel (two groups of 4 and a
+  // tail of 1; blocks of 64 rows leave an odd block of 9 at the end).
+  for (int64_t E : {64, 20})
+    for (int64_t Q : {int64_t{3}, kBlockedQueries + 5}) {
+      auto emb = at::randn({5001, E});
+      emb = emb / emb.norm(2, 1, true);
+      auto q = at::randn({Q, E});
+      for (auto dtype : {at::kFloat, at::kHalf}) {
+        auto stored = emb.to(dtype);
+        auto hits = search_index(stored, q, 7);
+        auto ref = at::matmul(stored.to(at::kDouble), q.to(at::kDouble).t()).topk(7, 0);  // [7, Q]
+        ASSERT_EQ(static_cast<int64_t>(hits.size()), Q);
+        for (int64_t j = 0; j < Q; ++j) {
+          ASSERT_EQ(hits[j].size(), 7u);
+          for (int64_t i = 0; i < 7; ++i) {
+            EXPECT_EQ(hits[j][i].row, std::get<1>(ref)[i][j].item<int64_t>()) << "E " << E << " Q " << Q << " query " << j << " rank " << i;
+            EXPECT_NEAR(hits[j][i].score, std::get<0>(ref)[i][j].item<double>(), 1e-5);
+          }
         }
       }
     }
-  }
   // k larger than the index: every row, best first.
   auto small = at::eye(4);
   auto all = search_index(small, at::tensor({0.1f, 0.9f, 0.5f, 0.0f}).view({1, 4}), 10);
@@ -179,6 +183,41 @@ TEST(Search, ExactTopKMatchesBruteForceInBothDtypes) {
   EXPECT_EQ(all[0][0].row, 1);
   EXPECT_EQ(all[0][1].row, 2);
   EXPECT_EQ(all[0][3].row, 3);
+}
+
+TEST(Search, Int8RowsByHandAndTheirRerankIsExact) {
+  // Scale max|x| / 127; codes round(x / scale): 63.5 -> 64 (half to even), 31.75 -> 32. A zero row: scale 0.
+  auto q8 = quantize_rows(at::tensor({0.5f, -1.0f, 0.25f, 0.f, 0.f, 0.f}).view({2, 3}));
+  EXPECT_NEAR(q8.scales[0].item<float>(), 1.0f / 127, 1e-9);
+  EXPECT_EQ(q8.scales[1].item<float>(), 0.0f);
+  EXPECT_TRUE(at::equal(q8.codes, at::tensor({64, -127, 32, 0, 0, 0}, at::kChar).view({2, 3})));
+  at::manual_seed(5);
+  for (int64_t E : {64, 20}) {
+    auto emb = at::randn({3001, E});
+    emb = (emb / emb.norm(2, 1, true)).to(at::kHalf);
+    auto q = at::randn({3, E});
+    const auto codes = quantize_rows(emb);
+    const auto exact = search_index(emb, q, 10);
+    // Reranking every row is the exact search; reranking 20 keeps scores exact and finds nearly
+    // all of the top 10 (int8 rounding moves scores by ~1e-3; neighbours of random rows ~1e-2 apart).
+    for (int64_t candidates : {int64_t{3001}, int64_t{20}}) {
+      const auto hits = search_int8(codes, emb, q, 10, candidates);
+      int64_t same = 0;
+      for (int64_t j = 0; j < 3; ++j) {
+        ASSERT_EQ(hits[j].size(), 10u);
+        for (int64_t i = 0; i < 10; ++i) {
+          same += hits[j][i].row == exact[j][i].row;
+          if (hits[j][i].row == exact[j][i].row) {
+            EXPECT_EQ(hits[j][i].score, exact[j][i].score);  // the same kernel
+          }
+        }
+      }
+      if (candidates == 3001) EXPECT_EQ(same, 30) << "E " << E;
+      else EXPECT_GE(same, 27) << "E " << E;
+    }
+  }
+  std::vector<std::vector<int64_t>> found{{1, 2, 3}, {4, 5, 6}}, ref{{3, 2, 9}, {7, 8, 9}};
+  EXPECT_NEAR(recall_at_k(found, ref), (2.0 / 3 + 0.0) / 2, 1e-12);
 }
 
 TEST(ZeroShot, ReportByHand) {

@@ -6,6 +6,7 @@
 #include "io/fsutil.h"
 #include "subcommands.h"
 #include "util/args.h"
+#include "util/cpu_allocator.h"
 #include "util/json.h"
 
 #include <fmt/format.h>
@@ -41,12 +42,21 @@ int bench_search_main(Args& args) {
       .dim(args.get_int("dim", o.dim(), 1, 65536))
       .k(args.get_int("k", o.k(), 1, 1000000))
       .queries(args.get_int("queries", o.queries(), 1, 1000000))
-      .batch(args.get_int("batch", o.batch(), 1, 65536))
+      .batches(args.get_int_list("batches", o.batches(), 1, 65536))
+      .candidates(args.get_int("candidates", o.candidates(), 1, 1000000))
       .dtype(args.get("dtype", o.dtype()))
       .python(args.get("python", o.python()))
       .compare(!args.flag("no-compare"));
   const bool json = args.flag("json");
   args.finish();
+  if (o.dtype() != "fp16" && o.dtype() != "fp32") throw UsageError("--dtype '" + o.dtype() + "': valid: fp16, fp32");
+  if (o.k() > o.rows()) throw UsageError(fmt::format("--k {} is more than the index's --rows {}", o.k(), o.rows()));
+  // The fp32 rows (the recall reference) are made first, then the stored rows and their int8
+  // codes: check that they fit before allocating.
+  const double need = static_cast<double>(o.rows()) * static_cast<double>(o.dim()) * (o.dtype() == "fp16" ? 7.0 : 9.0);
+  if (need > 0.8 * static_cast<double>(memory_bytes()))
+    throw UsageError(fmt::format("--rows {} x --dim {} needs {:.1f} GiB, more than this machine's memory ({:.1f} GiB)",
+                                 o.rows(), o.dim(), need / (1 << 30), static_cast<double>(memory_bytes()) / (1 << 30)));
   BenchSearchResult r = bench_search(o);
   fmt::print("{}\n", json ? r.to_json() : r.to_text());
   return 0;

@@ -40,10 +40,12 @@ commands:
                 PREFIX.csv and PREFIX.png confusion matrix
   embed         --model DIR (--images PATH... | --data SOURCE | --texts FILE|-) --out FILE.npy|FILE.safetensors
                 [--dtype fp32|fp16]   normalised embeddings in input order; FILE.json lists the inputs
-  index         --model DIR (--images PATH... | --data SOURCE) --out INDEX [--dtype fp16|fp32] [--measure-model] [--json]
-                embeds images into a searchable index; rerun to add new/changed files and prune vanished ones
+  index         --model DIR (--images PATH... | --data SOURCE) --out INDEX [--dtype fp16|fp32|int8] [--measure-model] [--json]
+                embeds images into a searchable index; rerun to add new/changed files and prune vanished ones;
+                int8 adds int8 rows (half of fp16's bytes) that search scans before an exact fp16 rerank
   search        --index INDEX --model DIR [--query TEXT ... | --image PATH] [--k 10] [--json]
-                [--gallery out.html] [--grid out.png]   exact top-k; queries from stdin when none given
+                [--gallery out.html] [--grid out.png] [--candidates 100] [--exact]
+                top-k (exact; int8 indexes rerank --candidates rows exactly); queries from stdin when none given
   convert       --openclip-config NAME|FILE --weights open_clip.safetensors --out MODEL_DIR [--image-size N]
                 an open_clip checkpoint (safetensors) as a torchclip model folder (ViT positions resized for N)
   export        --model MODEL_DIR --out PREFIX
@@ -71,7 +73,7 @@ commands:
   bench data    [--images N] [--workers N] [--batch N] [--size S] [--resize pil|fast] [--dir DIR] [--data CSV] [--rounds N]
                 [--no-compare] [--json]
                 images/s of torchclip's loader and of open_clip's Python pipeline on the same JPEGs
-  bench search  [--rows 1000000] [--dim 512] [--k 10] [--queries 20] [--batch 16] [--dtype fp16|fp32] [--no-compare] [--json]
+  bench search  [--rows 1000000] [--dim 512] [--k 10] [--queries 20] [--batches 1,16,256] [--candidates 100] [--dtype fp16|fp32] [--no-compare] [--json]
                 ms per top-k query on a synthetic index, and the same search in PyTorch from Python
   model info    --config NAME|FILE [--state-dict] [--json]
                 parameter counts, FLOPs and state-dict names of a model config

@@ -96,6 +96,8 @@ int index_main(const Argv& argv) {
   const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
   args.finish();
   if (images.empty() == spec.empty()) throw UsageError("give --images PATH... or --data SOURCE");
+  if (o.dtype() != "fp16" && o.dtype() != "fp32" && o.dtype() != "int8")
+    throw UsageError("--dtype '" + o.dtype() + "': valid: fp16, fp32, int8");
   check_output_path(out, "--out");
   auto m = load_model_dir(model_dir, device);
   auto r = build_index(m, images, spec, csv, out, o);
@@ -124,6 +126,9 @@ int search_main(const Argv& argv) {
   auto queries = args.get_all("query");
   const std::string image = args.get("image", ""), gallery = args.get("gallery", ""), grid = args.get("grid", "");
   const int64_t k = args.get_int("k", 10, 1, 1000000);
+  // int8 indexes: rows per query reranked exactly after the int8 scan; --exact scans the fp16 rows.
+  const int64_t candidates = args.get_int("candidates", 100, 1, 1000000);
+  const bool exact = args.flag("exact");
   const bool json = args.flag("json");
   const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
   args.finish();
@@ -153,7 +158,7 @@ int search_main(const Argv& argv) {
   if (!image.empty()) queries = {"image: " + image};
   const auto t1 = std::chrono::steady_clock::now();
   index.check_intact();  // the rows scanned are the rows whose paths were read at open
-  auto hits = search_index(index.embeddings, q, k);
+  auto hits = index.search(q, k, candidates, exact);
   index.check_intact();
   const double search_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
   std::vector<std::vector<std::string>> paths(queries.size());

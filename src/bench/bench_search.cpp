@@ -1,91 +1,176 @@
 #include "bench/bench_search.h"
 
+#include "bench/stats.h"
 #include "io/fsutil.h"
-#include "search/index.h"
+#include "search/scan.h"
 #include "util/json.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <chrono>
+#include <set>
 #include <vector>
 
 namespace torchclip {
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+std::vector<int64_t> rows_of(const std::vector<SearchHit>& hits) {
+  std::vector<int64_t> r;
+  for (const auto& h : hits) r.push_back(h.row);
+  return r;
+}
+
+std::vector<std::vector<int64_t>> rows_of_all(const std::vector<std::vector<SearchHit>>& hits) {
+  std::vector<std::vector<int64_t>> r;
+  for (const auto& h : hits) r.push_back(rows_of(h));
+  return r;
+}
+
+/// Row indices of the exact top k of each query in float64 [Q][k], best first, from rows in
+/// chunks (the whole matrix in float64 would be 4x the index).
+std::vector<std::vector<int64_t>> float64_top_k(const at::Tensor& rows, const at::Tensor& queries, int64_t k) {
+  const auto q = queries.to(at::kDouble).t();  // [E, Q]
+  std::vector<at::Tensor> parts;
+  for (int64_t b = 0; b < rows.size(0); b += 65536)
+    parts.push_back(at::matmul(rows.slice(0, b, std::min(rows.size(0), b + 65536)).to(at::kDouble), q));  // [n, Q]
+  const auto top = std::get<1>(at::cat(parts).topk(k, 0)).t().contiguous();                               // [Q, k]
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(top.size(0)));
+  for (int64_t i = 0; i < top.size(0); ++i) out[i].assign(top[i].data_ptr<int64_t>(), top[i].data_ptr<int64_t>() + k);
+  return out;
+}
+
+}  // namespace
+
 BenchSearchResult bench_search(const BenchSearchOptions& o) {
-  TORCH_CHECK(o.rows() > 0 && o.dim() > 0 && o.k() > 0 && o.queries() > 0 && o.batch() > 0,
-              "bench search: --rows, --dim, --k, --queries and --batch must be positive");
+  TORCH_CHECK(o.rows() > 0 && o.dim() > 0 && o.k() > 0 && o.queries() > 0 && o.candidates() > 0 && !o.batches().empty(),
+              "bench search: --rows, --dim, --k, --queries, --candidates and --batches must be positive");
   TORCH_CHECK(o.dtype() == "fp16" || o.dtype() == "fp32", "bench search: --dtype must be fp16 or fp32");
   BenchSearchResult r;
   r.options = o;
+  const int64_t N = o.rows(), E = o.dim(), k = o.k();
+  const int64_t nq = std::max(o.queries(), *std::max_element(o.batches().begin(), o.batches().end()));
   at::manual_seed(0);
-  auto emb = at::randn({o.rows(), o.dim()});
-  emb = (emb / emb.norm(2, 1, true)).to(o.dtype() == "fp16" ? at::kHalf : at::kFloat);  // [N, E]
-  auto q = at::randn({o.queries(), o.dim()});
-  q = q / q.norm(2, 1, true);  // [Q, E]
-  using Clock = std::chrono::steady_clock;
-  search_index(emb, q.slice(0, 0, 1), o.k());  // warm-up: touch every page once
-  std::vector<double> single;
+  auto exact32 = at::randn({N, E});
+  exact32 /= exact32.norm(2, 1, true);  // [N, E] the true embeddings
+  auto q = at::randn({nq, E});
+  q /= q.norm(2, 1, true);  // [nq, E]
+  const auto sample = q.slice(0, 0, o.queries());
+  const auto reference = rows_of_all(search_index(exact32, sample, k));
+  at::Tensor rows = o.dtype() == "fp16" ? exact32.to(at::kHalf) : exact32;  // [N, E] as stored
+  exact32 = at::Tensor();
+
+  // Each single query is timed right after one pass of a streaming read, so the two see the same
+  // load on a shared machine; the share of bandwidth is the median of the pairs' ratios.
+  StreamingRead stream;
+  search_index(rows, q.slice(0, 0, 1), k);  // warm-up: touch every page once
+  std::vector<double> single, bandwidth, share;
+  std::vector<std::vector<int64_t>> found;
+  const double bytes = static_cast<double>(rows.nbytes());
   for (int64_t i = 0; i < o.queries(); ++i) {
-    auto t0 = Clock::now();
-    search_index(emb, q.slice(0, i, i + 1), o.k());
-    single.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    bandwidth.push_back(stream.gbs());
+    const auto t0 = Clock::now();
+    auto hits = search_index(rows, q.slice(0, i, i + 1), k);
+    single.push_back(ms_since(t0));
+    share.push_back(bytes / (single.back() * 1e6) / bandwidth.back());
+    found.push_back(rows_of(hits[0]));
   }
-  std::sort(single.begin(), single.end());
-  r.ms_per_query = single[single.size() / 2];
-  std::vector<double> batched;
-  for (int rep = 0; rep < 3; ++rep) {
-    auto qb = q.slice(0, 0, std::min(o.batch(), o.queries()));
-    auto t0 = Clock::now();
-    search_index(emb, qb, o.k());
-    batched.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / qb.size(0));
+  r.bandwidth_gbs = median_of(bandwidth);
+  r.scan_share = median_of(share);
+  r.fp16_recall = recall_at_k(found, reference);
+  const double single_ms = median_of(single);
+  r.scan_gbs = bytes / (single_ms * 1e6);
+  for (int64_t b : o.batches()) {
+    BenchSearchBatch x{b, single_ms, 0};
+    if (b > 1) {
+      std::vector<double> t;
+      for (int rep = 0; rep < 3; ++rep) {
+        const auto t0 = Clock::now();
+        search_index(rows, q.slice(0, 0, b), k);
+        t.push_back(ms_since(t0) / static_cast<double>(b));
+      }
+      x.ms_per_query = median_of(t);
+    }
+    r.batches.push_back(x);
   }
-  std::sort(batched.begin(), batched.end());
-  r.ms_per_query_batched = batched[batched.size() / 2];
   // Exactness on a few queries against float64 scores of the stored (rounded) embeddings.
-  auto check = q.slice(0, 0, std::min<int64_t>(3, o.queries()));
-  auto ours = search_index(emb, check, o.k());
-  auto ref = std::get<1>(at::matmul(emb.to(at::kDouble), check.to(at::kDouble).t()).topk(o.k(), 0));  // [k, 3]
-  r.exact = true;
-  for (int64_t j = 0; j < check.size(0); ++j)
-    for (int64_t i = 0; i < o.k(); ++i) r.exact = r.exact && ours[j][i].row == ref[i][j].item<int64_t>();
+  const auto check = q.slice(0, 0, std::min<int64_t>(3, nq));
+  r.exact = rows_of_all(search_index(rows, check, k)) == float64_top_k(rows, check, k);
+
+  {  // int8 rows with an exact rerank of `candidates` rows per query
+    const Int8Rows q8 = quantize_rows(rows);
+    search_int8(q8, rows, q.slice(0, 0, 1), k, o.candidates());  // warm-up
+    std::vector<double> t;
+    std::vector<std::vector<int64_t>> found8;
+    for (int64_t i = 0; i < o.queries(); ++i) {
+      const auto t0 = Clock::now();
+      auto hits = search_int8(q8, rows, q.slice(0, i, i + 1), k, o.candidates());
+      t.push_back(ms_since(t0));
+      found8.push_back(rows_of(hits[0]));
+    }
+    r.int8_ms_per_query = median_of(t);
+    r.int8_recall = recall_at_k(found8, reference);
+    r.int8_scan_gbs = static_cast<double>(q8.codes.nbytes() + q8.scales.nbytes()) / (r.int8_ms_per_query * 1e6);
+  }
+  rows = at::Tensor();  // PyTorch's copy gets the memory
+
   if (o.compare()) {
     const std::string cmd = fmt::format("{} {}/scripts/bench_torch_search.py --rows {} --dim {} --k {} --queries {} --dtype {} "
-                                        "--threads {} 2>&1",
-                                        o.python(), TORCHCLIP_SOURCE_DIR, o.rows(), o.dim(), o.k(), o.queries(), o.dtype(),
-                                        at::get_num_threads());
+                                        "--batches {} --threads {} 2>&1",
+                                        o.python(), TORCHCLIP_SOURCE_DIR, N, E, k, o.queries(), o.dtype(),
+                                        fmt::join(o.batches(), ","), at::get_num_threads());
     int status = 0;
     const std::string out = run_command(cmd, status);
-    const size_t brace = out.rfind("{\"ms_per_query\"");
-    if (status != 0 || brace == std::string::npos) r.note = fmt::format("PyTorch did not run (exit {}): {}", status, out.substr(0, 300));
-    else r.torch_ms_per_query = json_number(out.substr(brace), "ms_per_query");
+    const size_t brace = out.rfind("{\"torch\"");
+    if (status != 0 || brace == std::string::npos) {
+      r.note = fmt::format("PyTorch did not run (exit {}): {}", status, out.substr(0, 300));
+    } else {
+      for (auto& b : r.batches) b.torch_ms_per_query = json_number(out.substr(brace), fmt::format("ms_b{}", b.batch));
+    }
   }
   return r;
 }
 
 std::string BenchSearchResult::to_json() const {
-  return fmt::format("{{\"rows\": {}, \"dim\": {}, \"dtype\": \"{}\", \"k\": {}, \"threads\": {}, \"ms_per_query\": {:.3f}, "
-                     "\"ms_per_query_batched\": {:.3f}, \"batch\": {}, \"torch_ms_per_query\": {:.3f}, \"speedup_vs_torch\": {:.3f}, "
-                     "\"exact\": {}, \"note\": {}}}",
-                     options.rows(), options.dim(), options.dtype(), options.k(), at::get_num_threads(), ms_per_query,
-                     ms_per_query_batched, options.batch(), torch_ms_per_query,
-                     torch_ms_per_query > 0 ? torch_ms_per_query / ms_per_query : 0.0, exact ? "true" : "false", json_quote(note));
+  std::vector<std::string> b;
+  for (const auto& x : batches)
+    b.push_back(fmt::format("{{\"batch\": {}, \"ms_per_query\": {:.4f}, \"torch_ms_per_query\": {:.4f}, \"speedup_vs_torch\": {:.3f}}}",
+                            x.batch, x.ms_per_query, x.torch_ms_per_query,
+                            x.torch_ms_per_query > 0 ? x.torch_ms_per_query / x.ms_per_query : 0.0));
+  return fmt::format(
+      "{{\"rows\": {}, \"dim\": {}, \"dtype\": \"{}\", \"k\": {}, \"threads\": {}, \"bandwidth_gbs\": {:.2f}, \"scan_gbs\": {:.2f}, "
+      "\"scan_share_of_bandwidth\": {:.3f}, \"ms_per_query\": {:.4f}, \"recall\": {:.4f}, \"batches\": [{}], "
+      "\"int8\": {{\"candidates\": {}, \"ms_per_query\": {:.4f}, \"recall\": {:.4f}, \"scan_gbs\": {:.2f}}}, \"exact\": {}, "
+      "\"note\": {}}}",
+      options.rows(), options.dim(), options.dtype(), options.k(), at::get_num_threads(), bandwidth_gbs, scan_gbs,
+      scan_share, ms_per_query(), fp16_recall, fmt::join(b, ", "), options.candidates(), int8_ms_per_query,
+      int8_recall, int8_scan_gbs, exact ? "true" : "false", json_quote(note));
 }
 
 std::string BenchSearchResult::to_text() const {
   std::string s = fmt::format(
       "search, {} x {} {} index, top-{}, {} threads\n"
-      "  torchclip         {:>8.2f} ms per query (median of {}), {:.2f} ms per query in batches of {}\n"
-      "  exact top-k       {}\n",
-      options.rows(), options.dim(), options.dtype(), options.k(), at::get_num_threads(), ms_per_query, options.queries(),
-      ms_per_query_batched, options.batch(), exact ? "yes (equals float64 matmul + topk)" : "NO");
-  if (torch_ms_per_query > 0)
-    s += fmt::format("  PyTorch (Python) {:>8.2f} ms per query (matmul + topk)\n  ratio             {:>8.2f}x\n", torch_ms_per_query,
-                     torch_ms_per_query / ms_per_query);
-  else if (!note.empty())
-    s += "  PyTorch not measured: " + note + "\n";
+      "  memory read bandwidth  {:>7.2f} GB/s (streaming read, all threads; median of passes between the queries)\n"
+      "  single-query scan      {:>7.2f} GB/s, {:.0f}% of the bandwidth (median of per-query ratios)\n"
+      "  exact top-k            {}; recall@{} against fp32 rows {:.4f}\n"
+      "  batch   torchclip ms/query   PyTorch ms/query   ratio\n",
+      options.rows(), options.dim(), options.dtype(), options.k(), at::get_num_threads(), bandwidth_gbs, scan_gbs,
+      100 * scan_share, exact ? "yes (equals float64 matmul + topk)" : "NO", options.k(), fp16_recall);
+  for (const auto& x : batches)
+    s += fmt::format("  {:>5}   {:>18.3f}   {:>16}   {}\n", x.batch, x.ms_per_query,
+                     x.torch_ms_per_query > 0 ? fmt::format("{:.3f}", x.torch_ms_per_query) : "-",
+                     x.torch_ms_per_query > 0 ? fmt::format("{:.2f}x", x.torch_ms_per_query / x.ms_per_query) : "-");
+  s += fmt::format("  int8 rows + exact {} rerank of {} candidates: {:.3f} ms/query ({:.2f} GB/s), recall@{} {:.4f}\n", options.dtype(),
+                   options.candidates(), int8_ms_per_query, int8_scan_gbs, options.k(), int8_recall);
+  if (!note.empty()) s += "  PyTorch not measured: " + note + "\n";
   return s;
 }
 

@@ -1,11 +1,15 @@
 // `torchclip bench search`: top-k text->image queries against a synthetic index (default
-// 1M x 512, fp16), timed per query for single queries and for batches; in the same run the same
-// search written in PyTorch from Python (matmul + topk on the same matrix size and dtype).
+// 1M x 512, fp16). It measures this machine's memory read bandwidth first, since one query over
+// fp16 rows is bandwidth-bound: the scan's GB/s against it is the figure to push toward 1. Then
+// per-query times at batch sizes (1, 16, 256 by default), the int8 scan with an exact rerank
+// (its recall@k against an fp32 exact scan), and in the same run the same searches written in
+// PyTorch from Python (matmul + topk on the same matrix size and dtype).
 #pragma once
 
 #include <torch/arg.h>
 
 #include <string>
+#include <vector>
 
 namespace torchclip {
 
@@ -13,19 +17,30 @@ struct BenchSearchOptions {
   TORCH_ARG(int64_t, rows) = 1000000;
   TORCH_ARG(int64_t, dim) = 512;
   TORCH_ARG(int64_t, k) = 10;
-  TORCH_ARG(int64_t, queries) = 20;
-  TORCH_ARG(int64_t, batch) = 16;  // queries per call in the batched measurement
-  TORCH_ARG(std::string, dtype) = "fp16";
+  TORCH_ARG(int64_t, queries) = 20;  // single queries timed (median), and the recall sample
+  TORCH_ARG(std::vector<int64_t>, batches) = std::vector<int64_t>{1, 16, 256};
+  TORCH_ARG(std::string, dtype) = "fp16";  // the rows of the exact scan: fp16 or fp32
+  TORCH_ARG(int64_t, candidates) = 100;    // int8 scan: rows per query reranked exactly
   TORCH_ARG(bool, compare) = true;
   TORCH_ARG(std::string, python) = "python3";
 };
 
+struct BenchSearchBatch {
+  int64_t batch = 0;
+  double ms_per_query = 0, torch_ms_per_query = 0;  // medians; torch 0 when not run
+};
+
 struct BenchSearchResult {
   BenchSearchOptions options;
-  double ms_per_query = 0, ms_per_query_batched = 0;  // medians
-  double torch_ms_per_query = 0;                      // 0 when not run
-  bool exact = false;  // our top-k equals a float64 reference on the checked queries
+  double bandwidth_gbs = 0;  // streaming read, every thread
+  double scan_gbs = 0;       // index bytes / single-query time
+  double scan_share = 0;     // median over queries of scan GB/s / the bandwidth measured just before
+  std::vector<BenchSearchBatch> batches;
+  double int8_ms_per_query = 0, int8_recall = 0, int8_scan_gbs = 0;
+  double fp16_recall = 0;  // the exact scan's rows are rounded: its recall against fp32
+  bool exact = false;      // our top-k equals a float64 reference on the checked queries
   std::string note;
+  double ms_per_query() const { return batches.empty() ? 0 : batches.front().ms_per_query; }
   std::string to_json() const;
   std::string to_text() const;
 };

@@ -61,6 +61,18 @@ ImageIndex ImageIndex::open(const std::string& path) {
     if (!f.tensors.count(t)) throw std::runtime_error(fmt::format("{}: index has no '{}' tensor", path, t));
   ImageIndex x;
   x.embeddings = f.tensors["embeddings"];
+  if (f.tensors.count("codes") != f.tensors.count("scales"))
+    throw std::runtime_error(fmt::format("{}: an int8 index needs both 'codes' and 'scales'", path));
+  if (f.tensors.count("codes")) {
+    x.int8 = {f.tensors["codes"], f.tensors["scales"]};
+    const auto& c = x.int8.codes;
+    const auto& sc = x.int8.scales;
+    if (c.scalar_type() != at::kChar || c.sizes() != x.embeddings.sizes() || sc.scalar_type() != at::kFloat || sc.dim() != 1 ||
+        sc.size(0) != c.size(0))
+      throw std::runtime_error(fmt::format("{}: inconsistent int8 index (embeddings {}, codes {} {}, scales {} {})", path,
+                                           x.embeddings.sizes(), c.sizes(), c10::toString(c.scalar_type()), sc.sizes(),
+                                           c10::toString(sc.scalar_type())));
+  }
   x.stats = f.tensors["stats"];
   x.info = f.metadata;
   x.mapping = f.mapping;
@@ -96,12 +108,26 @@ void ImageIndex::save(const std::string& path) const {
   meta["format"] = kIndexFormat;
   meta["version"] = "1";
   meta["count"] = std::to_string(size());
-  save_safetensors(path,
-                   {{"embeddings", embeddings.contiguous()},
-                    {"paths", chars},
-                    {"path_offsets", at::tensor(offsets, at::kLong)},
-                    {"stats", stats.contiguous()}},
-                   meta);
+  std::map<std::string, at::Tensor> tensors{{"embeddings", embeddings.contiguous()},
+                                            {"paths", chars},
+                                            {"path_offsets", at::tensor(offsets, at::kLong)},
+                                            {"stats", stats.contiguous()}};
+  if (int8.codes.defined()) {
+    tensors["codes"] = int8.codes.contiguous();
+    tensors["scales"] = int8.scales.contiguous();
+  }
+  save_safetensors(path, tensors, meta);
+}
+
+std::vector<std::vector<SearchHit>> ImageIndex::search(const at::Tensor& queries, int64_t k, int64_t candidates,
+                                                       bool exact) const {
+  try {
+    if (int8.codes.defined() && !exact) return search_int8(int8, embeddings, queries, k, candidates);
+    return search_index(embeddings, queries, k);
+  } catch (const MappedRowsVanished&) {
+    check_intact();  // names the file and its sizes
+    throw;
+  }
 }
 
 std::string IndexReport::to_json() const {
@@ -116,7 +142,8 @@ std::string IndexReport::to_json() const {
 
 IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, const std::string& data,
                         const data::CsvOptions& csv, const std::string& out, const IndexOptions& o) {
-  TORCH_CHECK(o.dtype() == "fp16" || o.dtype() == "fp32", "index: --dtype must be fp16 or fp32, got '", o.dtype(), "'");
+  TORCH_CHECK(o.dtype() == "fp16" || o.dtype() == "fp32" || o.dtype() == "int8",
+              "index: --dtype must be fp16, fp32 or int8, got '", o.dtype(), "'");
   TORCH_CHECK(images.empty() != data.empty(), "index: give image files/folders or a data source, not both");
   const auto t0 = std::chrono::steady_clock::now();
   const bool shards = data.find(".tar") != std::string::npos;
@@ -263,7 +290,7 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
   }
 
   // Merge kept and new rows, sorted by path: an updated index equals one built from scratch.
-  const auto dtype = o.dtype() == "fp16" ? at::kHalf : at::kFloat;
+  const auto dtype = o.dtype() == "fp32" ? at::kFloat : at::kHalf;  // int8 keeps fp16 rows to rerank
   const int64_t E = m.config.embed_dim();
   std::vector<std::string> all_paths = keep_paths;
   all_paths.insert(all_paths.end(), new_paths.begin(), new_paths.end());
@@ -276,6 +303,7 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
   std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return all_paths[a] < all_paths[b]; });
   ImageIndex x;
   x.embeddings = emb.index_select(0, at::tensor(order, at::kLong)).contiguous();
+  if (o.dtype() == "int8") x.int8 = quantize_rows(x.embeddings);
   x.stats = at::empty({static_cast<int64_t>(order.size()), 2}, at::kLong);
   auto* sp = x.stats.data_ptr<int64_t>();
   for (size_t i = 0; i < order.size(); ++i) {

@@ -2,7 +2,7 @@
 // embeddings (fp16 or fp32) with their paths, file sizes and times, and the fingerprint of the
 // model that made them, in one safetensors file that is memory-mapped when searched. Updating an
 // index embeds only new or changed files and prunes vanished ones. Search is exact
-// (search/scan.h).
+// (search/scan.h), or an int8 scan with an exact rerank for indexes built with --dtype int8.
 #pragma once
 
 #include "config/enums.h"
@@ -23,6 +23,7 @@ struct ImageIndex {
   at::Tensor embeddings;           // [N, E] half or float, rows L2-normalised
   std::vector<std::string> paths;  // [N] file paths (or sample origins for tar shards)
   at::Tensor stats;                // [N, 2] int64: file size and mtime (ns); -1 when not a file
+  Int8Rows int8;                   // dtype int8: the rows scanned (codes [N, E], scales [N]); fp16 embeddings rerank
   std::map<std::string, std::string> info;  // model_fingerprint, model, dtype, source, created, ...
   std::shared_ptr<const FileMapping> mapping;  // set by open(): the file the embeddings view
 
@@ -37,10 +38,17 @@ struct ImageIndex {
     if (mapping) mapping->check_intact();
   }
   void save(const std::string& path) const;
+  /// The top k rows for each query [Q, E]: an int8 scan reranking `candidates` rows per query
+  /// when the index has int8 codes (and not `exact`), else the exact scan. A file truncated
+  /// under the scan is an error naming it (never SIGBUS).
+  std::vector<std::vector<SearchHit>> search(const at::Tensor& queries, int64_t k, int64_t candidates = 100,
+                                             bool exact = false) const;
 };
 
 struct IndexOptions {
-  TORCH_ARG(std::string, dtype) = "fp16";  // fp16 or fp32
+  // fp16 or fp32 rows; int8: fp16 rows plus int8 codes with a scale per row, which a single query
+  // scans (half the bytes of fp16) before an exact fp16 rerank of the best candidates.
+  TORCH_ARG(std::string, dtype) = "fp16";
   TORCH_ARG(int64_t, batch_size) = 64;
   TORCH_ARG(int64_t, workers) = 2;
   TORCH_ARG(ResizeMode, resize) = ResizeMode::kPil;

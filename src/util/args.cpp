@@ -78,6 +78,21 @@ int64_t Args::get_int(const std::string& name, int64_t fallback, int64_t lo, int
   return v;
 }
 
+std::vector<int64_t> Args::get_int_list(const std::string& name, const std::vector<int64_t>& fallback, int64_t lo, int64_t hi) {
+  const std::string v = get(name, "");
+  if (v.empty()) return fallback;
+  std::vector<int64_t> out;
+  for (size_t start = 0;;) {
+    const size_t comma = v.find(',', start);
+    const std::string item = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const auto x = parse_number<int64_t>(name, item, "a comma-separated list of integers");
+    if (x < lo || x > hi) throw UsageError(fmt::format("--{}: {} is outside [{}, {}]", name, x, lo, hi));
+    out.push_back(x);
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
+}
+
 double Args::get_double(const std::string& name, double fallback) {
   std::string v = get(name, "");
   return v.empty() ? fallback : parse_number<double>(name, v, "a number");

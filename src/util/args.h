@@ -28,6 +28,8 @@ class Args {
   /// count flag has one (a batch of 0 or a million processes must not get as far as a loop).
   int64_t get_int(const std::string& name, int64_t fallback, int64_t lo, int64_t hi);
   double get_double(const std::string& name, double fallback);
+  /// A comma-separated list of integers, each in [lo, hi] (`--batches 1,16,256`).
+  std::vector<int64_t> get_int_list(const std::string& name, const std::vector<int64_t>& fallback, int64_t lo, int64_t hi);
   /// A boolean flag: present or not.
   bool flag(const std::string& name);
   /// All values of a repeatable flag (`--set a=1 --set b=2`).

@@ -240,13 +240,17 @@ CpuCacheConfig CpuCacheConfig::from_environment() {
   if (const char* mb = std::getenv("TORCHCLIP_CPU_CACHE_MB")) {
     c.limit_bytes = parse_megabytes("TORCHCLIP_CPU_CACHE_MB", mb);
   } else {
-    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
-    std::size_t memory = pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page)
-                                               : std::size_t{4} << 30;
-    if (const std::size_t container = cgroup_memory_limit(); container > 0 && container < memory) memory = container;
-    c.limit_bytes = memory / 4;
+    c.limit_bytes = memory_bytes() / 4;
   }
   return c;
+}
+
+std::size_t memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  std::size_t memory = pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page)
+                                             : std::size_t{4} << 30;
+  if (const std::size_t container = cgroup_memory_limit(); container > 0 && container < memory) memory = container;
+  return memory;
 }
 
 bool install_cpu_caching_allocator() {

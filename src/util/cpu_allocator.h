@@ -77,6 +77,9 @@ class CachingCpuAllocator final : public c10::Allocator {
   friend struct CpuAllocatorForkHandlers;
 };
 
+/// This machine's memory in bytes: physical memory, or the container's limit (cgroup) when lower.
+std::size_t memory_bytes();
+
 /// TORCHCLIP_CPU_CACHE (1, the default, or 0) and TORCHCLIP_CPU_CACHE_MB (the limit; default a
 /// quarter of physical memory, or of the container's cgroup limit when lower). Throws
 /// std::invalid_argument naming a malformed variable.
