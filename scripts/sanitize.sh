@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
 # Builds the unit tests with AddressSanitizer and UndefinedBehaviorSanitizer
 # (-DTORCHCLIP_SANITIZE=ON) in build-asan/ and runs them; any sanitizer report fails the run.
-# Usage: scripts/sanitize.sh [TARGET...]   (default: unit_tests, the library below the data
-# pipeline: configs, safetensors, tokenizers, towers, losses, optimizer, CPU allocator)
-# CI runs the `unit_tests` executable only: building the OpenCV-side libraries a second time with
-# the sanitizers would take CI past its 40 minutes on two cores.
+# Usage: scripts/sanitize.sh [TARGET...]   (default: every executable of the `unit` label:
+# unit_tests, data_tests, train_tests, dist_tests, hardening_tests; CI runs them all)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 dir=build-asan
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(unit_tests)
+[ ${#targets[@]} -eq 0 ] && targets=(unit_tests data_tests train_tests dist_tests hardening_tests)
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if [ ! -f "$dir/CMakeCache.txt" ]; then
