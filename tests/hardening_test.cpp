@@ -287,6 +287,18 @@ TEST(Safetensors, AnIndexTruncatedUnderTheScanIsAnErrorNamingItNotSigbus) {
       auto m = test::error_of<SafetensorsError>([&] { index.search(q.slice(0, 0, Q), 5, 100, !int8); });
       EXPECT_TRUE(contains(m, "x.idx: the file was truncated while in use")) << m;
     }
+  // A bus error outside the guarded reads still ends the process by SIGBUS (the guard chains to
+  // the default, never to itself), after every guarded path has run.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        x.save((dir / "y.idx").string());
+        auto index = ImageIndex::open((dir / "y.idx").string());
+        for (const bool int8 : {false, true})
+          for (const int64_t Q : {int64_t{1}, kBlockedQueries}) index.search(q.slice(0, 0, Q), 5, 100, !int8);
+        std::raise(SIGBUS);
+      },
+      ::testing::KilledBySignal(SIGBUS), "");
   fs::remove_all(dir);
 }
 

@@ -102,8 +102,11 @@ BenchSearchResult bench_search(const BenchSearchOptions& o) {
     r.batches.push_back(x);
   }
   // Exactness on a few queries against float64 scores of the stored (rounded) embeddings.
+  // Three single queries (the streaming scan) and kBlockedQueries + 1 at once (the blocked kernel).
   const auto check = q.slice(0, 0, std::min<int64_t>(3, nq));
-  r.exact = rows_of_all(search_index(rows, check, k)) == float64_top_k(rows, check, k);
+  const auto check_blocked = q.slice(0, 0, std::min<int64_t>(kBlockedQueries + 1, nq));
+  r.exact = rows_of_all(search_index(rows, check, k)) == float64_top_k(rows, check, k) &&
+            rows_of_all(search_index(rows, check_blocked, k)) == float64_top_k(rows, check_blocked, k);
 
   {  // int8 rows with an exact rerank of `candidates` rows per query
     const Int8Rows q8 = quantize_rows(rows);

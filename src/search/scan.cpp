@@ -24,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <signal.h>
@@ -44,6 +45,7 @@ struct TopK {
   std::vector<SearchHit> heap;
   explicit TopK(int64_t k_) : k(k_) { heap.reserve(static_cast<size_t>(k_)); }
   void push(float s, int64_t row) {
+    if (std::isnan(s)) s = -std::numeric_limits<float>::infinity();  // ranks last; keeps the order strict
     if (static_cast<int64_t>(heap.size()) < k) {
       heap.push_back({row, s});
       std::push_heap(heap.begin(), heap.end(), better);
@@ -95,8 +97,13 @@ void for_each_range(int64_t n, int64_t min_part, F f) {
     }
   };
   std::vector<std::thread> threads;
-  for (int64_t p = 1; p < parts; ++p) threads.emplace_back(run, p);
+  int64_t started = 1;
+  try {
+    for (; started < parts; ++started) threads.emplace_back(run, started);
+  } catch (const std::system_error&) {  // no thread to be had (EAGAIN): the rest run here
+  }
   run(0);
+  for (int64_t p = started; p < parts; ++p) run(p);
   for (auto& t : threads) t.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
@@ -117,7 +124,8 @@ struct sigaction g_previous_bus;
 void on_sigbus(int sig, siginfo_t* info, void* context) {
   if (sigjmp_buf* jump = t_bus_jump) siglongjmp(*jump, 1);
   if (g_previous_bus.sa_flags & SA_SIGINFO) {
-    if (g_previous_bus.sa_sigaction) return g_previous_bus.sa_sigaction(sig, info, context);
+    if (g_previous_bus.sa_sigaction && g_previous_bus.sa_sigaction != on_sigbus)
+      return g_previous_bus.sa_sigaction(sig, info, context);
   } else if (g_previous_bus.sa_handler != SIG_DFL && g_previous_bus.sa_handler != SIG_IGN) {
     return g_previous_bus.sa_handler(sig);
   }
@@ -125,9 +133,9 @@ void on_sigbus(int sig, siginfo_t* info, void* context) {
   ::raise(SIGBUS);
 }
 
-/// Runs f(); returns false if a SIGBUS interrupted it (f's effects so far are to be discarded).
-template <typename F>
-bool bus_guarded(F&& f) {
+/// Installs on_sigbus once per process (one flag for every caller, so the previous handler it
+/// chains to is never on_sigbus itself).
+void install_bus_handler() {
   static std::once_flag installed;
   std::call_once(installed, [] {
     struct sigaction sa {};
@@ -136,13 +144,25 @@ bool bus_guarded(F&& f) {
     sigemptyset(&sa.sa_mask);
     ::sigaction(SIGBUS, &sa, &g_previous_bus);
   });
+}
+
+/// Runs f(); returns false if a SIGBUS interrupted it (f's effects so far are to be discarded).
+/// An exception from f disarms the guard before it propagates.
+template <typename F>
+bool bus_guarded(F&& f) {
+  install_bus_handler();
   sigjmp_buf jump;
   if (sigsetjmp(jump, /*savemask=*/0) != 0) {  // no signal-mask syscall per block
     t_bus_jump = nullptr;
     return false;
   }
   t_bus_jump = &jump;
-  f();
+  try {
+    f();
+  } catch (...) {
+    t_bus_jump = nullptr;
+    throw;
+  }
   t_bus_jump = nullptr;
   return true;
 }
@@ -403,7 +423,7 @@ Int8Rows quantize_rows(const at::Tensor& rows) {
   constexpr int64_t kChunk = 16384;  // float temporaries of a chunk, not of the whole matrix
   for (int64_t b = 0; b < N; b += kChunk) {
     const int64_t e = std::min(N, b + kChunk);
-    const auto x = rows.slice(0, b, e).to(at::kFloat);                      // [n, E]
+    const auto x = at::nan_to_num(rows.slice(0, b, e).to(at::kFloat), 0.0);  // [n, E]; NaN would not convert to int8
     const auto scales = x.abs().amax(1) / 127.0f;                           // [n]
     const auto safe = at::where(scales > 0, scales, at::ones_like(scales));  // a zero row divides by 1
     out.codes.slice(0, b, e).copy_((x / safe.unsqueeze(1)).round_().clamp_(-127, 127));
@@ -420,6 +440,7 @@ std::vector<std::vector<SearchHit>> search_int8(const Int8Rows& q8, const at::Te
                   q8.scales.size(0) == N && q8.scales.scalar_type() == at::kFloat,
               "search: int8 codes ", q8.codes.sizes(), " and scales ", q8.scales.sizes(), " do not match the rows ",
               exact.sizes());
+  TORCH_CHECK(exact.scalar_type() == at::kHalf || exact.scalar_type() == at::kFloat, "search: the rows to rerank must be fp16 or fp32");
   // A batch of queries is compute-bound, not bandwidth-bound: the int8 rows would save nothing.
   if (nq >= kBlockedQueries) return search_index(exact, queries, k);
   candidates = std::max(candidates, k);
@@ -435,7 +456,8 @@ std::vector<std::vector<SearchHit>> search_int8(const Int8Rows& q8, const at::Te
     qp.push_back(q16.data_ptr<int16_t>() + i * E);
   }
   const auto codes = q8.codes.contiguous();
-  const float* rs = q8.scales.data_ptr<float>();
+  const auto scales = q8.scales.contiguous();
+  const float* rs = scales.data_ptr<float>();
   auto approx = fused_scan(Dot<int8_t, int16_t>(codes.data_ptr<int8_t>(), E), N, qp, std::min(candidates, N),
                            [&](int64_t row, int64_t q) { return rs[row] * qscale[q]; });
   // Exact scores of the candidates.
