@@ -1,5 +1,5 @@
 // Exact search: fused fp16/fp32/int8 dot-product scans over row blocks, in parallel, with a top-k
-// heap per query, and a blocked matrix product for batches of queries. AVX2+F16C on x86-64 when
+// heap per query, and a register-blocked kernel for batches of queries. AVX2+F16C on x86-64 when
 // the CPU has it; portable loops elsewhere.
 #include "search/scan.h"
 
@@ -187,6 +187,18 @@ inline auto dot_scalar(const T* row, int64_t E, const Q* q) {
   return s;
 }
 
+/// out[i] = rows[i] . q for n rows.
+template <typename T, typename Q>
+void dot_rows_scalar(const T* rows, int64_t n, int64_t E, const Q* q, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(dot_scalar(rows + i * E, E, q));
+}
+
+/// out[j * n + i] = rows[i] . queries[j] for n rows and nq queries.
+template <typename T>
+void dot_block_multi_scalar(const T* rows, int64_t n, int64_t E, const float* queries, int64_t nq, float* out) {
+  for (int64_t j = 0; j < nq; ++j) dot_rows_scalar(rows, n, E, queries + j * E, out + j * n);
+}
+
 #ifdef TORCHCLIP_X86
 bool have_avx2() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
@@ -294,12 +306,11 @@ __attribute__((target("avx2,fma,f16c"))) void dot_block_multi_avx2(const T* rows
 bool have_avx2() { return false; }
 template <typename T, typename Q>
 void dot_rows_avx2(const T* rows, int64_t n, int64_t E, const Q* q, float* out) {
-  for (int64_t r = 0; r < n; ++r) out[r] = static_cast<float>(dot_scalar(rows + r * E, E, q));
+  dot_rows_scalar(rows, n, E, q, out);
 }
 template <typename T>
 void dot_block_multi_avx2(const T* rows, int64_t n, int64_t E, const float* queries, int64_t nq, float* out) {
-  for (int64_t j = 0; j < nq; ++j)
-    for (int64_t i = 0; i < n; ++i) out[j * n + i] = dot_scalar(rows + i * E, E, queries + j * E);
+  dot_block_multi_scalar(rows, n, E, queries, nq, out);
 }
 #endif
 
@@ -313,71 +324,32 @@ struct Dot {
   Dot(const T* rows_, int64_t E_) : rows(rows_), E(E_), vec(have_avx2() && E_ % 16 == 0) {}
   /// out[i] = rows[r + i] . q for i < n.
   void block(int64_t r, int64_t n, const Q* q, float* out) const {
-    if (vec) {
-      dot_rows_avx2(rows + r * E, n, E, q, out);
-    } else {
-      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(dot_scalar(rows + (r + i) * E, E, q));
-    }
+    if (vec) dot_rows_avx2(rows + r * E, n, E, q, out);
+    else dot_rows_scalar(rows + r * E, n, E, q, out);
   }
   /// out[j * n + i] = rows[r + i] . queries[j] for nq queries [nq, E] (float queries only).
   void block_multi(int64_t r, int64_t n, const float* queries, int64_t nq, float* out) const {
-    if (vec) {
-      dot_block_multi_avx2(rows + r * E, n, E, queries, nq, out);
-    } else {
-      for (int64_t j = 0; j < nq; ++j)
-        for (int64_t i = 0; i < n; ++i) out[j * n + i] = static_cast<float>(dot_scalar(rows + (r + i) * E, E, queries + j * E));
-    }
+    if (vec) dot_block_multi_avx2(rows + r * E, n, E, queries, nq, out);
+    else dot_block_multi_scalar(rows + r * E, n, E, queries, nq, out);
   }
 };
 
-/// Streams rows [0, N) once, in blocks scored against every query while the block is in cache;
-/// each score is multiplied by `scale(row, q)` (which may read mapped memory too) and goes to that
-/// query's heap. Throws MappedRowsVanished if the rows' pages vanish under it.
-template <typename T, typename Q, typename Scale>
-std::vector<std::vector<SearchHit>> fused_scan(const Dot<T, Q>& dot, int64_t N, const std::vector<const Q*>& queries,
-                                               int64_t k, Scale scale) {
-  const int64_t nq = static_cast<int64_t>(queries.size());
+/// Streams rows [0, N) once in blocks of `block` rows (threads take parts of at least `min_part`
+/// rows). score(b, n, out) fills out[q * n + i] with row b + i's score for query q, reading the
+/// rows under bus_guarded; the scores then go to each query's heap. Throws MappedRowsVanished if
+/// the rows' pages vanish under it.
+template <typename Score>
+std::vector<std::vector<SearchHit>> scan_blocks(int64_t N, int64_t nq, int64_t k, int64_t block, int64_t min_part,
+                                                Score score) {
   Results results(nq, k);
-  constexpr int64_t kBlock = 128;  // rows scored per call: an L2-resident block for the next query
   std::atomic<bool> vanished{false};
-  for_each_range(N, 16384, [&](int64_t begin, int64_t end) {
+  for_each_range(N, min_part, [&](int64_t begin, int64_t end) {
     std::vector<TopK> local(static_cast<size_t>(nq), TopK(k));
-    float scores[kBlock];
-    for (int64_t b = begin; b < end && !vanished; b += kBlock) {
-      const int64_t n = std::min(kBlock, end - b);
-      for (int64_t q = 0; q < nq; ++q) {
-        const bool read = bus_guarded([&] {
-          dot.block(b, n, queries[q], scores);
-          for (int64_t i = 0; i < n; ++i) scores[i] *= scale(b + i, q);
-        });
-        if (!read) {
-          vanished = true;
-          break;
-        }
-        for (int64_t i = 0; i < n; ++i) local[q].push(scores[i], b + i);
-      }
-    }
-    results.absorb(local);
-  });
-  if (vanished) rows_vanished();
-  return results.sorted();
-}
-
-/// Several queries: blocks of rows scored against all of them by dot_block_multi (each row
-/// widened once per 4 queries, each query vector used for 2 rows), then offered to the heaps.
-template <typename T>
-std::vector<std::vector<SearchHit>> multi_scan(const Dot<T, float>& dot, int64_t N, const float* queries, int64_t nq,
-                                               int64_t k) {
-  Results results(nq, k);
-  constexpr int64_t kBlock = 64;  // 64 KB of fp16 rows: in L2 while every query passes over them
-  std::atomic<bool> vanished{false};
-  for_each_range(N, 4096, [&](int64_t begin, int64_t end) {
-    std::vector<TopK> local(static_cast<size_t>(nq), TopK(k));
-    std::vector<float> scores(static_cast<size_t>(kBlock * nq));  // [Q, block]
+    std::vector<float> scores(static_cast<size_t>(block * nq));  // [Q, block]
     float* sp = scores.data();
-    for (int64_t b = begin; b < end && !vanished; b += kBlock) {
-      const int64_t n = std::min(kBlock, end - b);
-      if (!bus_guarded([&] { dot.block_multi(b, n, queries, nq, sp); })) {
+    for (int64_t b = begin; b < end && !vanished; b += block) {
+      const int64_t n = std::min(block, end - b);
+      if (!bus_guarded([&] { score(b, n, sp); })) {
         vanished = true;
         break;
       }
@@ -388,6 +360,30 @@ std::vector<std::vector<SearchHit>> multi_scan(const Dot<T, float>& dot, int64_t
   });
   if (vanished) rows_vanished();
   return results.sorted();
+}
+
+/// One query (or a few) at a time over blocks of 128 rows, which stay in cache for the next
+/// query; each score is multiplied by `scale(row, q)` (which may read mapped memory too).
+template <typename T, typename Q, typename Scale>
+std::vector<std::vector<SearchHit>> fused_scan(const Dot<T, Q>& dot, int64_t N, const std::vector<const Q*>& queries,
+                                               int64_t k, Scale scale) {
+  const int64_t nq = static_cast<int64_t>(queries.size());
+  return scan_blocks(N, nq, k, 128, 16384, [&](int64_t b, int64_t n, float* out) {
+    for (int64_t q = 0; q < nq; ++q) {
+      dot.block(b, n, queries[q], out + q * n);
+      for (int64_t i = 0; i < n; ++i) out[q * n + i] *= scale(b + i, q);
+    }
+  });
+}
+
+/// Several queries: blocks of 64 rows (64 KB of fp16, in L2 while every query passes over them)
+/// scored against all of them by dot_block_multi (each row widened once per 4 queries, each
+/// query vector used for 2 rows).
+template <typename T>
+std::vector<std::vector<SearchHit>> multi_scan(const Dot<T, float>& dot, int64_t N, const float* queries, int64_t nq,
+                                               int64_t k) {
+  return scan_blocks(N, nq, k, 64, 4096,
+                     [&](int64_t b, int64_t n, float* out) { dot.block_multi(b, n, queries, nq, out); });
 }
 
 template <typename T>
