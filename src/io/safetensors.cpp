@@ -2,7 +2,7 @@
 
 #include "io/fsutil.h"
 #include "util/json.h"
-#include "util/utf8.h"
+#include "util/json_value.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -56,55 +56,14 @@ class Json {
     ++pos_;
   }
   std::string string() {
-    expect('"');
-    std::string out;
-    while (pos_ < s_.size() && s_[pos_] != '"') {
-      char c = s_[pos_++];
-      if (c == '\\') {
-        if (pos_ >= s_.size()) fail("unterminated escape");
-        char e = s_[pos_++];
-        switch (e) {
-          case '"': case '\\': case '/': out += e; break;
-          case 'n': out += '\n'; break;
-          case 't': out += '\t'; break;
-          case 'r': out += '\r'; break;
-          case 'b': out += '\b'; break;
-          case 'f': out += '\f'; break;
-          case 'u': {
-            uint32_t cp = hex4();
-            if (cp >= 0xD800 && cp <= 0xDBFF) {  // a UTF-16 surrogate pair: \uD83D\uDE00
-              if (pos_ + 2 > s_.size() || s_[pos_] != '\\' || s_[pos_ + 1] != 'u') fail("unpaired \\u surrogate");
-              pos_ += 2;
-              const uint32_t low = hex4();
-              if (low < 0xDC00 || low > 0xDFFF) fail("unpaired \\u surrogate");
-              cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-              fail("unpaired \\u surrogate");
-            }
-            utf8_append(out, cp);
-            break;
-          }
-          default: fail("unknown escape");
-        }
-      } else {
-        out += c;
-      }
+    if (!peek('"')) fail("expected '\"'");
+    try {
+      return read_json_string(s_, pos_);
+    } catch (const JsonError& e) {
+      pos_ = e.offset();
+      const std::string what = e.what();  // "invalid JSON at byte N: REASON": fail() names the byte
+      fail(what.substr(what.find(": ") + 2));
     }
-    if (pos_ >= s_.size()) fail("unterminated string");
-    ++pos_;
-    return out;
-  }
-  /// Four hex digits of a \u escape.
-  uint32_t hex4() {
-    if (pos_ + 4 > s_.size()) fail("short \\u escape");
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) {
-      const char h = s_[pos_++];
-      const int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
-      if (d < 0) fail("\\u escape needs four hex digits");
-      v = v << 4 | static_cast<uint32_t>(d);
-    }
-    return v;
   }
   uint64_t integer() {
     ws();

@@ -156,6 +156,18 @@ def bpe_seeds():
     }
 
 
+def json_seeds():
+    return {
+        "search.json": '{"query": "a photo of a dog", "k": 10}',
+        "queries.json": '{"queries": ["a cat", "caf\\u00e9 \\ud83d\\ude00", "tab\\there"], "k": 3}',
+        "embeddings.json": '{"input": ["x", {"image": "aGVsbG8="}], "model": "m", "encoding_format": "base64"}',
+        "numbers.json": '[0, -0, 1.5e-3, -2E+10, 123456789012345678901234567890, 0.1]',
+        "nested.json": '{"a": {"b": [[], {}, [null, true, false]]}, "c": ""}',
+        "raw-utf8.json": "\"Stra\u00dfe \u65e5\u672c \U0001f408\"",
+        "bad.json": b'{"a": 1, "a": [1, 2,], "b": "\xc3"}',
+    }
+
+
 def main():
     write("safetensors", safetensors_seeds())
     write("pack", pack_seeds())
@@ -163,6 +175,7 @@ def main():
     write("csv", csv_seeds())
     write("config", config_seeds())
     write("bpe", bpe_seeds())
+    write("json", json_seeds())
     total = sum(p.stat().st_size for p in CORPUS.rglob("*") if p.is_file())
     print(f"{CORPUS}: {sum(1 for p in CORPUS.rglob('*') if p.is_file())} files, {total} bytes")
 
