@@ -2,12 +2,12 @@
 # Builds the unit tests with AddressSanitizer and UndefinedBehaviorSanitizer
 # (-DTORCHCLIP_SANITIZE=ON) in build-asan/ and runs them; any sanitizer report fails the run.
 # Usage: scripts/sanitize.sh [TARGET...]   (default: every executable of the `unit` label:
-# unit_tests, data_tests, train_tests, dist_tests, hardening_tests; CI runs them all)
+# unit_tests, data_tests, train_tests, dist_tests, hardening_tests, serve_tests; CI runs them all)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 dir=build-asan
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(unit_tests data_tests train_tests dist_tests hardening_tests)
+[ ${#targets[@]} -eq 0 ] && targets=(unit_tests data_tests train_tests dist_tests hardening_tests serve_tests)
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if [ ! -f "$dir/CMakeCache.txt" ]; then

@@ -13,9 +13,9 @@
 
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <regex>
 
+#include "colour_model.h"
 #include "support.h"
 
 namespace torchclip {
@@ -24,8 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::run_cli;
 
-const char* kColours[] = {"red", "green", "blue", "yellow"};
-const cv::Scalar kBgr[] = {{40, 40, 220}, {40, 200, 40}, {220, 60, 40}, {40, 220, 230}};
+using test::kColours;
 
 double number_after(const std::string& s, const std::string& key) {
   const size_t p = s.find("\"" + key + "\": ");
@@ -36,35 +35,10 @@ class ToolsFixture : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new fs::path(test::temp_dir("tools"));
-    const fs::path& d = *dir_;
-    std::mt19937 rng(7);
-    std::ofstream csv(d / "train.csv");
-    csv << "filepath,title\n";
-    for (int c = 0; c < 4; ++c) {
-      fs::create_directories(d / "imgs" / kColours[c]);
-      for (int i = 0; i < 24; ++i) {
-        cv::Mat m(16, 16, CV_8UC3, kBgr[c]);
-        cv::Mat noise(16, 16, CV_8UC3);
-        cv::randu(noise, 0, 50);
-        m = m + noise;
-        const std::string rel = std::string("imgs/") + kColours[c] + "/" + std::to_string(i) + ".png";
-        cv::imwrite((d / rel).string(), m);
-        csv << rel << ",\"a photo of a " << kColours[c] << " square\"\n";
-      }
-    }
-    csv.close();
-    std::ofstream(d / "templates.txt") << "a photo of a {} square\n";
-    std::ofstream(d / "model.yaml") << "embed_dim: 16\nvision_cfg: {image_size: 16, patch_size: 8, layers: 2, width: 32, head_width: 16}\n"
-                                       "text_cfg: {context_length: 12, width: 32, heads: 2, layers: 2}\n";
-    std::ofstream(d / "train.yaml") << "model: " << (d / "model.yaml").string() << "\ndata:\n  train: " << (d / "train.csv").string()
-                                    << "\n  batch_size: 32\n  workers: 2\noptim: {lr: 3.0e-3, weight_decay: 0.0}\n"
-                                    // One thread: ctest -j2 runs two of these fixtures at once, and two
-                                    // 2-thread OpenMP teams on 2 cores spin-wait each other to a crawl.
-                                    << "schedule: {warmup_steps: 5}\ntrain: {steps: 150, threads: 1, checkpoint_every: 150}\n";
-    auto r = run_cli("train --config " + (d / "train.yaml").string() + " --out " + (d / "run").string());
-    ASSERT_EQ(r.code, 0) << r.out;
-    for (const auto& e : fs::directory_iterator(d / "run" / "checkpoints")) model_ = new std::string(e.path().string());
-    ASSERT_NE(model_, nullptr);
+    std::string log;
+    const std::string model = test::train_colour_model(*dir_, log);
+    ASSERT_FALSE(model.empty()) << log;
+    model_ = new std::string(model);
   }
   static void TearDownTestSuite() {
     fs::remove_all(*dir_);

@@ -113,8 +113,11 @@ int bench_main(const Argv& argv) {
   Args args(Argv(argv.empty() ? argv.begin() : argv.begin() + 1, argv.end()));
   if (target == "data") return bench_data_main(args);
   if (target == "search") return bench_search_main(args);
+#if TORCHCLIP_HAVE_SERVE
+  if (target == "serve") return bench_serve_main(args);
+#endif
   if (target != "model" && target != "train")
-    throw UsageError("bench needs a target: bench model | bench train | bench data | bench search");
+    throw UsageError("bench needs a target: bench model | bench train | bench data | bench search | bench serve");
   BenchModelOptions o;
   o.config(args.require("config"))
       .batch(args.get_int("batch", o.batch(), 1, 65536))

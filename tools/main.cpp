@@ -46,6 +46,12 @@ commands:
   search        --index INDEX --model DIR [--query TEXT ... | --image PATH] [--k 10] [--json]
                 [--gallery out.html] [--grid out.png] [--candidates 100] [--exact]
                 top-k (exact; int8 indexes rerank --candidates rows exactly); queries from stdin when none given
+  serve         --model DIR --index INDEX [--host 127.0.0.1] [--port 8080] [--api-key-file F] [--threads 8]
+                [--batch-wait-ms 2] [--max-batch 64] [--request-timeout 30] [--classifier NAME=FILE ...]
+                [--max-body-mb 32] [--max-k 1000] [--max-query-chars 2000] [--max-inputs 256] [--max-image-mpixels 40]
+                the retrieval service: POST /v1/search, /v1/embeddings (OpenAI's shape), /v1/zeroshot;
+                GET /health, /metrics (Prometheus), / (a search page), /v1/thumbnail/ROW (indexed files only).
+                Concurrent text queries share one text-tower call; SIGTERM finishes in-flight requests, then exits
   convert       --openclip-config NAME|FILE --weights open_clip.safetensors --out MODEL_DIR [--image-size N]
                 an open_clip checkpoint (safetensors) as a torchclip model folder (ViT positions resized for N)
   export        --model MODEL_DIR --out PREFIX
@@ -75,6 +81,9 @@ commands:
                 images/s of torchclip's loader and of open_clip's Python pipeline on the same JPEGs
   bench search  [--rows 1000000] [--dim 512] [--k 10] [--queries 20] [--batches 1,16,256] [--candidates 100] [--dtype fp16|fp32] [--no-compare] [--json]
                 ms per top-k query on a synthetic index, and the same search in PyTorch from Python
+  bench serve   [--url http://127.0.0.1:8080] [--clients 8] [--seconds 10] [--warmup 2] [--k 10] [--queries FILE]
+                [--api-key-file F] [--json]
+                load test of a running server: req/s, p50/p95/p99 latency, errors, its memory before and after
   model info    --config NAME|FILE [--state-dict] [--json]
                 parameter counts, FLOPs and state-dict names of a model config
   tokenizer train --input captions.txt --out DIR [--vocab-size N] [--model-type unigram|bpe]
@@ -133,6 +142,9 @@ int main(int argc, char** argv) {
       {"embed", torchclip::tools::embed_main},
       {"index", torchclip::tools::index_main},
       {"search", torchclip::tools::search_main},
+#if TORCHCLIP_HAVE_SERVE
+      {"serve", torchclip::tools::serve_main},
+#endif
   };
   if (args.empty() || args[0] == "-h" || args[0] == "--help") {
     fmt::print("{}", kUsage);

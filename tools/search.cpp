@@ -146,14 +146,8 @@ int search_main(const Argv& argv) {
   }
   auto index = ImageIndex::open(index_path);
   auto m = load_model_dir(model_dir, device);
-  if (index.model_fingerprint() != m.fingerprint)
-    throw std::runtime_error(fmt::format("{}: this index was built by model {} (fingerprint {}), not by {} (fingerprint {}); "
-                                         "search with that model or rebuild the index with torchclip index",
-                                         index_path, index.info["model"], index.model_fingerprint(), model_dir, m.fingerprint));
-  ResizeMode resize = ResizeMode::kPil;  // how the index's images were resized, for an image query
-  if (index.info.count("resize") && !try_parse_enum(index.info["resize"], resize))
-    throw std::runtime_error(fmt::format("{}: its metadata says resize '{}', which is not one of: {}", index_path,
-                                         index.info["resize"], fmt::join(EnumNames<ResizeMode>::get(), ", ")));
+  check_index_model(index, index_path, m);
+  const ResizeMode resize = index_resize_mode(index, index_path);  // how the index's images were resized, for an image query
   at::Tensor q = image.empty() ? embed_texts(m, queries) : embed_image_file(m, image, resize);
   if (!image.empty()) queries = {"image: " + image};
   const auto t1 = std::chrono::steady_clock::now();

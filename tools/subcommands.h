@@ -35,5 +35,10 @@ int zeroshot_main(const Argv& args);
 int embed_main(const Argv& args);
 int index_main(const Argv& args);
 int search_main(const Argv& args);
+#if TORCHCLIP_HAVE_SERVE
+int serve_main(const Argv& args);
+/// `bench serve`: defined in serve.cpp, next to the server it loads.
+int bench_serve_main(Args& args);
+#endif
 
 }  // namespace torchclip::tools

@@ -333,25 +333,45 @@ at::Tensor embed_texts(LoadedModel& m, const std::vector<std::string>& texts) {
   return m.model->encode_text(ids, /*normalize=*/true).cpu();
 }
 
-at::Tensor embed_image_file(LoadedModel& m, const std::string& path, ResizeMode resize) {
-  data::require_image_decoders(fmt::format("{}: an image query", path));
+void check_index_model(const ImageIndex& index, const std::string& index_path, const LoadedModel& m) {
+  if (index.model_fingerprint() == m.fingerprint) return;
+  const auto model = index.info.find("model");
+  throw std::runtime_error(fmt::format("{}: this index was built by model {} (fingerprint {}), not by {} (fingerprint {}); "
+                                       "search with that model or rebuild the index with torchclip index",
+                                       index_path, model == index.info.end() ? "?" : model->second, index.model_fingerprint(),
+                                       m.dir, m.fingerprint));
+}
+
+ResizeMode index_resize_mode(const ImageIndex& index, const std::string& index_path) {
+  ResizeMode resize = ResizeMode::kPil;
+  const auto it = index.info.find("resize");
+  if (it != index.info.end() && !try_parse_enum(it->second, resize))
+    throw std::runtime_error(fmt::format("{}: its metadata says resize '{}', which is not one of: {}", index_path, it->second,
+                                         fmt::join(EnumNames<ResizeMode>::get(), ", ")));
+  return resize;
+}
+
+void preprocess_image_bytes(const LoadedModel& m, std::string_view bytes, ResizeMode resize, at::Tensor& out,
+                            int64_t max_pixels) {
+  data::require_image_decoders("an image query");
 #if TORCHCLIP_HAVE_OPENCV
+  const cv::Mat bgr = data::decode_image(bytes, max_pixels);
+  const int64_t S = m.config.vision_cfg().image_size();
+  out = at::empty({3, S, S}, at::kFloat);
+  std::mt19937_64 rng(0);  // the eval transform draws nothing; the signature wants a generator
+  data::transform_image(bgr, data::ImageTransformOptions().image_size(S).resize(resize), rng, out);
+#endif
+}
+
+at::Tensor embed_image_file(LoadedModel& m, const std::string& path, ResizeMode resize) {
   torch::NoGradGuard no_grad;
-  cv::Mat bgr;
+  at::Tensor img;  // [3, S, S]
   try {
-    bgr = data::decode_image(read_file(path));
+    preprocess_image_bytes(m, read_file(path), resize, img);
   } catch (const std::exception& e) {
     throw std::runtime_error(fmt::format("{}: cannot use this image as a query: {}", path, e.what()));
   }
-  const int64_t S = m.config.vision_cfg().image_size();
-  auto img = at::empty({3, S, S}, at::kFloat);
-  std::mt19937_64 rng(0);
-  data::transform_image(bgr, data::ImageTransformOptions().image_size(S).resize(resize),
-                        rng, img);
   return m.model->encode_image(img.unsqueeze(0).to(m.model->device()), /*normalize=*/true).cpu();
-#else
-  return {};
-#endif
 }
 
 }  // namespace torchclip

@@ -15,6 +15,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace torchclip {
@@ -76,8 +77,19 @@ struct IndexReport {
 IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, const std::string& data,
                         const data::CsvOptions& csv, const std::string& out, const IndexOptions& options);
 
+/// Throws naming `index_path`, the model that built it and both fingerprints when `m` did not.
+void check_index_model(const ImageIndex& index, const std::string& index_path, const LoadedModel& m);
+/// How the index's images were resized (its metadata; kPil for indexes that do not say), so an
+/// image query is preprocessed as they were. Throws naming the file for an unknown mode.
+ResizeMode index_resize_mode(const ImageIndex& index, const std::string& index_path);
+
 /// The normalised text embeddings [Q, E] of `texts`.
 at::Tensor embed_texts(LoadedModel& m, const std::vector<std::string>& texts);
+/// The eval transform of encoded image bytes into `out` [3, S, S] float (S: the model's image
+/// size), for one image query. Images over `max_pixels` (read from the header, before decoding)
+/// and undecodable bytes throw data::SampleError with its reason.
+void preprocess_image_bytes(const LoadedModel& m, std::string_view bytes, ResizeMode resize, at::Tensor& out,
+                            int64_t max_pixels = 89478485);
 /// The normalised embedding [1, E] of one image file (eval transform). Throws naming the file.
 at::Tensor embed_image_file(LoadedModel& m, const std::string& path, ResizeMode resize = ResizeMode::kPil);
 
