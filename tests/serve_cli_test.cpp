@@ -267,6 +267,14 @@ TEST_F(ServeFixture, BadRequestsGetJsonErrorsAndTheServerStaysUp) {
   std::vector<uchar> png;
   cv::imencode(".png", big, png);
   const std::string big_b64 = base64_encode(std::string(png.begin(), png.end()));
+  std::string many_values = "[0";  // 200,001 values in a 400 kB body
+  for (int i = 0; i < 200000; ++i) many_values += ",0";
+  many_values += "]";
+  std::string many_classes = "[", many_templates = "[";
+  for (int i = 0; i < 200; ++i) many_classes += (i ? ",\"c" : "\"c") + std::to_string(i) + "\"";
+  for (int i = 0; i < 30; ++i) many_templates += (i ? ",\"t{} " : "\"t{} ") + std::to_string(i) + "\"";
+  many_classes += "]";
+  many_templates += "]";
   const Case cases[] = {
       {"/v1/search", "{\"query\": ", 400, "invalid JSON at byte 10"},
       {"/v1/search", "[1, 2]", 400, "must be a JSON object, not array"},
@@ -291,6 +299,10 @@ TEST_F(ServeFixture, BadRequestsGetJsonErrorsAndTheServerStaysUp) {
       {"/v1/zeroshot", "{\"image\": " + image_json(image("red", 0)) + R"(, "classifier": "nope"})", 400, "no classifier named 'nope'; loaded: colours"},
       {"/v1/zeroshot", "{\"image\": " + image_json(image("red", 0)) + R"(, "classes": ["a"], "templates": ["no slot"]})", 400, "has no {}"},
       {"/v1/nothing", "{}", 404, "no route POST /v1/nothing; routes: POST /v1/search"},
+      {"/v1/search", many_values, 400, "more than 100000 values"},
+      {"/v1/zeroshot", "{\"image\": " + image_json(image("red", 0)) + ", \"classes\": " + many_classes + ", \"templates\": " +
+                           many_templates + "}",
+       413, "200 classes x 30 templates is 6000 prompts; the limit is 4096"},
   };
   for (const auto& c : cases) {
     auto r = cli.Post(c.path, c.body, "application/json");
@@ -317,12 +329,21 @@ TEST_F(ServeFixture, BadRequestsGetJsonErrorsAndTheServerStaysUp) {
     EXPECT_EQ(r->status, 404) << path << " -> " << r->body.substr(0, 200);
     EXPECT_EQ(r->body.find("root:"), std::string::npos) << path;
   }
+  // Without a key, a server on loopback answers only requests addressed to loopback by name (a
+  // DNS-rebound page sends its own name).
+  r = cli.Get("/health", httplib::Headers{{"Host", "evil.example:8080"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403) << r->body;
+  EXPECT_NE(r->body.find("Host 'evil.example:8080' is not this server's address"), std::string::npos) << r->body;
+  r = cli.Get("/health", httplib::Headers{{"Host", "localhost:1"}});
+  ASSERT_TRUE(r && r->status == 200);
   // Still up, and the errors are counted.
   r = cli.Get("/health");
   ASSERT_TRUE(r && r->status == 200);
   r = cli.Get("/metrics");
   ASSERT_TRUE(r && r->status == 200);
   EXPECT_NE(r->body.find("torchclip_requests_total{route=\"/v1/search\",code=\"413\"} 3\n"), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("torchclip_requests_total{route=\"/health\",code=\"403\"} 1\n"), std::string::npos) << r->body;
   EXPECT_NE(r->body.find("torchclip_requests_total{route=\"other\",code=\"404\"} 2\n"), std::string::npos) << r->body;
 }
 
@@ -394,10 +415,19 @@ TEST_F(ServeFixture, AnApiKeyGuardsEveryRouteButHealthAndThePage) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 401);
   EXPECT_NE(r->body.find("not valid"), std::string::npos);
+  // The refused request's body was read: the next request on the same keep-alive connection
+  // is parsed from its own first line, not from the rest of the last one's body.
+  cli.set_keep_alive(true);
+  r = cli.Post("/v1/search", wrong, std::string(R"({"query": ")") + std::string(50000, 'x') + "\"}", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
   cli.set_bearer_token_auth("s3cret-key");
   r = cli.Post("/v1/search", body, "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200) << r->body;
+  r = cli.Post("/v1/search", httplib::Headers{{"Authorization", "bearer s3cret-key"}}, body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << "the scheme is case-insensitive: " << r->body;
   r = cli.Get("/metrics");
   ASSERT_TRUE(r && r->status == 200);
   httplib::Client anonymous = s.client();
@@ -442,6 +472,12 @@ TEST_F(ServeFixture, SigtermFinishesTheRequestsInFlightThenExits) {
   EXPECT_NE(s.output().find("SIGTERM received"), std::string::npos) << s.output();
   EXPECT_LT(seconds, 10);
   std::cout << "[ serve ] SIGTERM during a request: answered " << status << ", exited " << code << " after " << seconds << " s\n";
+  // A signal that arrives while the model is still loading stops it too, once it listens.
+  const std::string log = (*dir_ / "serve_early.log").string();
+  const auto early = test::run_shell("timeout 60 sh -c '" + std::string(TORCHCLIP_BINARY) + " serve " + serve_args() + " --port 0 2>" +
+                                     log + " & pid=$!; until grep -q loading " + log +
+                                     "; do sleep 0.01; done; kill -TERM $pid; wait $pid; echo exit=$?'");
+  EXPECT_NE(early.out.find("exit=0"), std::string::npos) << early.out;
   // Nothing listens any more.
   httplib::Client gone("127.0.0.1", s.port());
   gone.set_connection_timeout(2);

@@ -186,16 +186,136 @@ TEST_F(ToolsFixture, AnInt8IndexScansCodesAndRerankedEqualsTheExactSearch) {
   const auto results = [&](const std::string& idx, const std::string& flags) {
     auto x = run_cli("search --index " + idx + m() + " --query 'a photo of a red square' --k 10 --json" + flags);
     EXPECT_EQ(x.code, 0) << x.out;
-    return std::regex_replace(x.out, std::regex("\"(index|search_ms)\": [^,]*, "), "");
+    return std::regex_replace(x.out, std::regex("\"(index|search_ms|method)\": [^,]*, "), "");
   };
   // Reranking at least every row is the exact search: the default 100 candidates cover these 96 images.
   const std::string exact = results(f16, "");
   EXPECT_EQ(results(i8, ""), exact);
+  r = run_cli("search --index " + i8 + m() + " --query red --json");
+  EXPECT_NE(r.out.find("\"method\": \"int8+rerank\""), std::string::npos) << r.out;
   EXPECT_EQ(results(i8, " --exact"), exact);
   EXPECT_EQ(results(i8, " --candidates 1000"), exact);
   r = run_cli("index" + m() + " --images " + (d / "imgs").string() + " --out " + (d / "x.idx").string() + " --dtype int4");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("valid: fp16, fp32, int8"), std::string::npos) << r.out;
+}
+
+TEST_F(ToolsFixture, FaissIndexesBesideTheIndexMatchTheExactScanUpdateAndRefuseStaleFiles) {
+  const fs::path& d = *dir_;
+  const fs::path lib = d / "faiss-lib";
+  fs::create_directories(lib);
+  for (const char* colour : {"red", "blue"})
+    for (int i = 0; i < 24; ++i)
+      fs::copy_file(d / "imgs" / colour / (std::to_string(i) + ".png"), lib / (std::string(colour) + std::to_string(i) + ".png"));
+  const std::string idx = (d / "f.idx").string();
+  auto scores_of = [](const std::string& json) {
+    std::vector<double> out;
+    const std::regex score("\"score\": ([-0-9.e]+)");
+    for (std::sregex_iterator it(json.begin(), json.end(), score), end; it != end; ++it) out.push_back(std::stod((*it)[1]));
+    return out;
+  };
+  // The top 5 of the exact scan of the same index: rank by rank the same score within 1e-4 (this
+  // small model gives images of one colour scores that differ in the fifth decimal, so tied rows
+  // may come in another order).
+  auto same_as_exact = [&](const std::string& flags, const std::string& method) {
+    for (const char* colour : {"red", "blue"}) {
+      const std::string q = std::string(" --query 'a photo of a ") + colour + " square' --k 5 --json";
+      auto a = run_cli("search --index " + idx + m() + q + flags), b = run_cli("search --index " + idx + m() + q + " --exact");
+      ASSERT_EQ(a.code, 0) << a.out;
+      ASSERT_EQ(b.code, 0) << b.out;
+      EXPECT_NE(a.out.find("\"method\": \"" + method + "\""), std::string::npos) << a.out;
+      EXPECT_NE(b.out.find("\"method\": \"exact\""), std::string::npos) << b.out;
+      const auto x = scores_of(a.out), y = scores_of(b.out);
+      ASSERT_EQ(x.size(), 5u) << a.out;
+      ASSERT_EQ(y.size(), 5u) << b.out;
+      for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(x[i], y[i], 1e-4) << i << "\n" << a.out << b.out;
+    }
+  };
+  auto r = run_cli("index" + m() + " --images " + lib.string() + " --out " + idx + " --type ivf-flat --nlist 4 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"ann\": {\"type\": \"ivf-flat\", \"retrained\": true"), std::string::npos) << r.out;
+  ASSERT_TRUE(fs::exists(idx + ".faiss"));
+  same_as_exact(" --nprobe 4", "faiss:ivf-flat");
+  // An update embeds the new files and refills the trained index, keeping its type.
+  for (int i = 0; i < 5; ++i) fs::copy_file(d / "imgs" / "yellow" / (std::to_string(i) + ".png"), lib / ("yellow" + std::to_string(i) + ".png"));
+  r = run_cli("index" + m() + " --images " + lib.string() + " --out " + idx + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(number_after(r.out, "embedded"), 5) << r.out;
+  EXPECT_NE(r.out.find("\"ann\": {\"type\": \"ivf-flat\", \"retrained\": false"), std::string::npos) << r.out;
+  same_as_exact(" --nprobe 4", "faiss:ivf-flat");
+  // A FAISS file from another build of the index is refused, naming both.
+  fs::copy_file(idx + ".faiss", d / "old.faiss");
+  r = run_cli("index" + m() + " --images " + lib.string() + " --out " + idx + " --retrain");
+  ASSERT_EQ(r.code, 0) << r.out;
+  fs::copy_file(d / "old.faiss", idx + ".faiss", fs::copy_options::overwrite_existing);
+  r = run_cli("search --index " + idx + m() + " --query red");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("f.idx.faiss: this FAISS index (53 rows, build"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("rebuild it with torchclip index --type ivf-flat"), std::string::npos) << r.out;
+  // An update over a stale FAISS file says so and retrains. HNSW; IVF-PQ needs more rows to train
+  // its codebooks than 53; exact removes the FAISS file.
+  r = run_cli("index" + m() + " --images " + lib.string() + " --out " + idx + " --type hnsw --hnsw-m 8 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("(the FAISS index is rebuilt and retrained)"), std::string::npos) << r.out;
+  same_as_exact("", "faiss:hnsw");
+  r = run_cli("index" + m() + " --images " + lib.string() + " --out " + idx + " --type ivf-pq --nlist 4");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("ivf-pq needs at least 256 training rows (8-bit codebooks), got 53"), std::string::npos) << r.out;
+  r = run_cli("index" + m() + " --images " + lib.string() + " --out " + idx + " --type exact");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_FALSE(fs::exists(idx + ".faiss"));
+  r = run_cli("index" + m() + " --images " + lib.string() + " --out " + idx + " --type lsh");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.out.find("valid: auto, exact, flat, ivf-flat, ivf-pq, hnsw"), std::string::npos) << r.out;
+}
+
+TEST_F(ToolsFixture, ShardsBuiltApartAndMergedOnDiskEqualOneIndexBuiltAtOnce) {
+  const fs::path& d = *dir_;
+  auto idx = [&](const std::string& name) { return (d / (name + ".idx")).string(); };
+  // Shard 0 trains the IVF index; the other shards and the whole collection reuse its training.
+  auto r = run_cli("index" + m() + " --images " + (d / "imgs" / "red").string() + " --out " + idx("s0") + " --type ivf-flat --nlist 4");
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (int c = 1; c < 4; ++c) {
+    r = run_cli("index" + m() + " --images " + (d / "imgs" / kColours[c]).string() + " --out " + idx("s" + std::to_string(c)) +
+                " --trained " + idx("s0"));
+    ASSERT_EQ(r.code, 0) << r.out;
+  }
+  r = run_cli("index" + m() + " --images " + (d / "imgs").string() + " --out " + idx("whole") + " --trained " + idx("s0") + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"ann\": {\"type\": \"ivf-flat\", \"retrained\": false"), std::string::npos) << r.out;
+  r = run_cli("index --merge " + idx("s0") + " --merge " + idx("s1") + " --merge " + idx("s2") + " --merge " + idx("s3") + " --out " +
+              idx("merged"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("96 images merged from 4 shards; FAISS ivf-flat with on-disk lists"), std::string::npos) << r.out;
+  int ivfdata = 0;
+  for (const auto& e : fs::directory_iterator(d)) ivfdata += e.path().filename().string().find("merged.idx.faiss.") == 0;
+  EXPECT_EQ(ivfdata, 1);
+  // The same rows, and the same answers with 2 of 4 lists visited (so the lists themselves must match).
+  auto a = load_safetensors(idx("merged")), b = load_safetensors(idx("whole"));
+  for (const char* t : {"embeddings", "paths", "path_offsets", "stats"}) EXPECT_TRUE(a.tensors[t].equal(b.tensors[t])) << t;
+  const auto answer = [&](const std::string& index, const std::string& query) {
+    auto x = run_cli("search --index " + index + m() + query + " --k 10 --nprobe 2 --json");
+    EXPECT_EQ(x.code, 0) << x.out;
+    EXPECT_NE(x.out.find("\"method\": \"faiss:ivf-flat\""), std::string::npos) << x.out;
+    return std::regex_replace(x.out, std::regex("\"(index|search_ms)\": [^,]*, "), "");
+  };
+  for (const char* colour : kColours) {
+    const std::string q = std::string(" --query 'a photo of a ") + colour + " square'";
+    EXPECT_EQ(answer(idx("merged"), q), answer(idx("whole"), q)) << colour;
+  }
+  const std::string image = " --image " + (d / "imgs" / "green" / "5.png").string();
+  EXPECT_EQ(answer(idx("merged"), image), answer(idx("whole"), image));
+  // A shard trained apart, a file in two shards, and updating a merged index are errors naming them.
+  r = run_cli("index" + m() + " --images " + (d / "imgs" / "blue").string() + " --out " + idx("apart") + " --type ivf-flat --nlist 4");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli("index --merge " + idx("s0") + " --merge " + idx("apart") + " --out " + idx("bad"));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("was not trained with part 0"), std::string::npos) << r.out;
+  r = run_cli("index --merge " + idx("s2") + " --merge " + idx("apart") + " --out " + idx("bad"));
+  EXPECT_NE(r.out.find("/imgs/blue/0.png is in"), std::string::npos) << r.out;
+  r = run_cli("index" + m() + " --images " + (d / "imgs").string() + " --out " + idx("merged"));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("merged from shards"), std::string::npos) << r.out;
 }
 
 TEST_F(ToolsFixture, EmbedWritesNpyAndSafetensorsInInputOrder) {

@@ -36,7 +36,45 @@ int bench_data_main(Args& args) {
   return 0;
 }
 
+/// `bench search --type T`: a FAISS index against the exact scan (bench_ann).
+int bench_ann_main(Args& args, const std::string& type) {
+  BenchAnnOptions o;
+  o.rows(args.get_int("rows", o.rows(), 1, 10000000000))
+      .dim(args.get_int("dim", o.dim(), 1, 65536))
+      .k(args.get_int("k", o.k(), 1, 1000000))
+      .queries(args.get_int("queries", o.queries(), 1, 1000000))
+      .clusters(args.get_int("clusters", 0, 0, 1000000000))
+      .ann(AnnOptions()
+               .type(type)
+               .nlist(args.get_int("nlist", 0, 0, 1 << 24))
+               .pq_m(args.get_int("pq-m", 0, 0, 4096))
+               .hnsw_m(args.get_int("hnsw-m", 32, 4, 256))
+               .train_rows(args.get_int("train-rows", 0, 0, int64_t{1} << 40)));
+  // Every combination of the listed search settings, on the one index built.
+  std::vector<AnnSearchOptions> searches;
+  for (int64_t nprobe : args.get_int_list("nprobe", {0}, 0, 1 << 24))
+    for (int64_t ef : args.get_int_list("ef-search", {0}, 0, 1 << 20))
+      for (int64_t c : args.get_int_list("candidates", {400}, 1, 1000000))
+        searches.push_back(AnnSearchOptions().nprobe(nprobe).ef_search(ef).candidates(c));
+  o.searches(searches);
+  const bool json = args.flag("json");
+  args.finish();
+  if (type != "flat" && type != "ivf-flat" && type != "ivf-pq" && type != "hnsw")
+    throw UsageError(fmt::format("--type '{}': valid: flat, ivf-flat, ivf-pq, hnsw (without --type: the exact scan)", type));
+  if (o.k() > o.rows()) throw UsageError(fmt::format("--k {} is more than the index's --rows {}", o.k(), o.rows()));
+  // fp16 rows, a float chunk, and FAISS's copy: float rows (flat, ivf-flat, hnsw) or codes.
+  const double per_row = 2.0 * o.dim() + (type == "ivf-pq" ? 16.0 : 4.0 * o.dim() + (type == "hnsw" ? 16.0 * o.ann().hnsw_m() : 8.0));
+  const double need = static_cast<double>(o.rows()) * per_row + static_cast<double>(int64_t{1} << 30);
+  if (need > 0.8 * static_cast<double>(memory_bytes()))
+    throw UsageError(fmt::format("--rows {} x --dim {} with --type {} needs {:.1f} GiB, more than this machine's memory ({:.1f} GiB)",
+                                 o.rows(), o.dim(), type, need / (1 << 30), static_cast<double>(memory_bytes()) / (1 << 30)));
+  const auto r = bench_ann(o);
+  fmt::print("{}\n", json ? r.to_json() : r.to_text());
+  return 0;
+}
+
 int bench_search_main(Args& args) {
+  if (const std::string type = args.get("type", ""); !type.empty()) return bench_ann_main(args, type);
   BenchSearchOptions o;
   o.rows(args.get_int("rows", o.rows(), 1, 10000000000))
       .dim(args.get_int("dim", o.dim(), 1, 65536))

@@ -41,13 +41,21 @@ commands:
   embed         --model DIR (--images PATH... | --data SOURCE | --texts FILE|-) --out FILE.npy|FILE.safetensors
                 [--dtype fp32|fp16]   normalised embeddings in input order; FILE.json lists the inputs
   index         --model DIR (--images PATH... | --data SOURCE) --out INDEX [--dtype fp16|fp32|int8] [--measure-model] [--json]
+                [--type auto|exact|flat|ivf-flat|ivf-pq|hnsw] [--nlist N] [--pq-m M] [--hnsw-m M] [--train-rows N] [--retrain]
                 embeds images into a searchable index; rerun to add new/changed files and prune vanished ones;
-                int8 adds int8 rows (half of fp16's bytes) that search scans before an exact fp16 rerank
+                int8 adds int8 rows (half of fp16's bytes) that search scans before an exact fp16 rerank;
+                --type: a FAISS index beside it (INDEX.faiss; auto: exact up to 100k rows, hnsw, then ivf-pq);
+                an update refills the trained FAISS index (no retraining unless --retrain or new parameters);
+                --trained SHARD0: reuse its IVF training (shards built apart), then
+  index         --merge SHARD0 --merge SHARD1 ... --out INDEX [--json]
+                one index from shards of one training: rows sorted by path, FAISS lists on disk (memory-mapped)
   search        --index INDEX --model DIR [--query TEXT ... | --image PATH] [--k 10] [--json]
-                [--gallery out.html] [--grid out.png] [--candidates 100] [--exact]
-                top-k (exact; int8 indexes rerank --candidates rows exactly); queries from stdin when none given
+                [--gallery out.html] [--grid out.png] [--candidates N] [--exact] [--nprobe N] [--ef-search N]
+                top-k (exact; int8 and FAISS ivf-pq indexes rerank --candidates rows exactly, 100 and 400 by
+                default; --exact scans every row); queries from stdin when none given
   serve         --model DIR --index INDEX [--host 127.0.0.1] [--port 8080] [--api-key-file F] [--threads 8]
                 [--batch-wait-ms 2] [--max-batch 64] [--request-timeout 30] [--classifier NAME=FILE ...]
+                [--candidates N] [--nprobe N] [--ef-search N]
                 [--max-body-mb 32] [--max-k 1000] [--max-query-chars 2000] [--max-inputs 256] [--max-image-mpixels 40]
                 the retrieval service: POST /v1/search, /v1/embeddings (OpenAI's shape), /v1/zeroshot;
                 GET /health, /metrics (Prometheus), / (a search page), /v1/thumbnail/ROW (indexed files only).
@@ -81,6 +89,11 @@ commands:
                 images/s of torchclip's loader and of open_clip's Python pipeline on the same JPEGs
   bench search  [--rows 1000000] [--dim 512] [--k 10] [--queries 20] [--batches 1,16,256] [--candidates 100] [--dtype fp16|fp32] [--no-compare] [--json]
                 ms per top-k query on a synthetic index, and the same search in PyTorch from Python
+  bench search  --type flat|ivf-flat|ivf-pq|hnsw [--rows 1000000] [--dim 512] [--k 10] [--queries 200] [--clusters N]
+                [--nlist N] [--pq-m M] [--hnsw-m M] [--train-rows N] [--nprobe N,N...] [--ef-search N,N...]
+                [--candidates 400,...] [--json]
+                a FAISS index over synthetic clustered embeddings: build time, bytes, and for each listed search
+                setting p50/p99 ms per query and recall@k against the exact scan of the same rows
   bench serve   [--url http://127.0.0.1:8080] [--clients 8] [--seconds 10] [--warmup 2] [--k 10] [--queries FILE]
                 [--api-key-file F] [--json]
                 load test of a running server: req/s, p50/p95/p99 latency, errors, its memory before and after

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 
@@ -81,9 +82,18 @@ int embed_main(const Argv& argv) {
 
 int index_main(const Argv& argv) {
   Args args(argv);
-  const std::string model_dir = args.require("model"), out = args.require("out");
+  const std::string model_dir = args.get("model", ""), out = args.require("out");
   const std::string spec = args.get("data", "");
   IndexOptions o;
+  o.ann(AnnOptions()
+            .type(args.get("type", "auto"))
+            .nlist(args.get_int("nlist", 0, 0, 1 << 24))
+            .pq_m(args.get_int("pq-m", 0, 0, 4096))
+            .hnsw_m(args.get_int("hnsw-m", 32, 4, 256))
+            .train_rows(args.get_int("train-rows", 0, 0, int64_t{1} << 40)));
+  o.retrain(args.flag("retrain"));
+  o.trained(args.get("trained", ""));
+  const auto merge = args.get_all("merge");
   o.dtype(args.get("dtype", o.dtype()))
       .workers(args.get_int("workers", o.workers(), 1, 256))
       .batch_size(args.get_int("batch", o.batch_size(), 1, 65536))
@@ -95,9 +105,23 @@ int index_main(const Argv& argv) {
   const auto images = image_args(args);
   const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
   args.finish();
+  if (!merge.empty()) {  // shards built apart with one FAISS training, merged into OUT
+    if (!images.empty() || !spec.empty()) throw UsageError("--merge takes indexes, not --images or --data");
+    check_output_path(out, "--out");
+    const auto r = merge_indexes(merge, out);
+    if (json) fmt::print("{}\n", r.to_json());
+    else
+      fmt::print("index {}: {} images merged from {} shards; FAISS {} with on-disk lists ({:.1f} MB) in {:.1f} s\n", out, r.total,
+                 merge.size(), r.ann_type, r.ann_bytes / 1e6, r.seconds);
+    return 0;
+  }
+  if (model_dir.empty()) throw UsageError("--model is required (except with --merge)");
   if (images.empty() == spec.empty()) throw UsageError("give --images PATH... or --data SOURCE");
   if (o.dtype() != "fp16" && o.dtype() != "fp32" && o.dtype() != "int8")
     throw UsageError("--dtype '" + o.dtype() + "': valid: fp16, fp32, int8");
+  const auto& types = {"auto", "exact", "flat", "ivf-flat", "ivf-pq", "hnsw"};
+  if (std::find(types.begin(), types.end(), o.ann().type()) == types.end())
+    throw UsageError(fmt::format("--type '{}': valid: {}", o.ann().type(), fmt::join(types, ", ")));
   check_output_path(out, "--out");
   auto m = load_model_dir(model_dir, device);
   auto r = build_index(m, images, spec, csv, out, o);
@@ -107,6 +131,9 @@ int index_main(const Argv& argv) {
   }
   fmt::print("index {}: {} images ({} embedded at {:.1f} images/s, {} kept, {} pruned) in {:.1f} s\n", out, r.total, r.embedded,
              r.embed_images_per_second, r.kept, r.pruned, r.seconds);
+  if (r.ann_type != "exact")
+    fmt::print("FAISS {} index {} ({:.1f} MB) {} in {:.1f} s\n", r.ann_type, ann_path(out), r.ann_bytes / 1e6,
+               r.ann_retrained ? "trained and filled" : "refilled with the same training", r.ann_seconds);
   if (r.embedded)
     fmt::print("waited for data {:.2f} s ({:.1f}% of embedding time){}\n", r.data_wait_seconds, 100 * r.data_wait_share,
                r.model_images_per_second > 0
@@ -127,8 +154,9 @@ int search_main(const Argv& argv) {
   const std::string image = args.get("image", ""), gallery = args.get("gallery", ""), grid = args.get("grid", "");
   const int64_t k = args.get_int("k", 10, 1, 1000000);
   // int8 indexes: rows per query reranked exactly after the int8 scan; --exact scans the fp16 rows.
-  const int64_t candidates = args.get_int("candidates", 100, 1, 1000000);
+  const int64_t candidates = args.get_int("candidates", 0, 0, 1000000);  // 0: int8 100, FAISS ivf-pq 400
   const bool exact = args.flag("exact");
+  const auto ann = AnnSearchOptions().nprobe(args.get_int("nprobe", 0, 0, 1 << 24)).ef_search(args.get_int("ef-search", 0, 0, 1 << 20));
   const bool json = args.flag("json");
   const c10::Device device = resolve_device(args.get("device", "auto"), "--device");
   args.finish();
@@ -152,7 +180,7 @@ int search_main(const Argv& argv) {
   if (!image.empty()) queries = {"image: " + image};
   const auto t1 = std::chrono::steady_clock::now();
   index.check_intact();  // the rows scanned are the rows whose paths were read at open
-  auto hits = index.search(q, k, candidates, exact);
+  auto hits = index.search(q, k, candidates, exact, ann);
   index.check_intact();
   const double search_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
   std::vector<std::vector<std::string>> paths(queries.size());
@@ -178,8 +206,8 @@ int search_main(const Argv& argv) {
   if (!gallery.empty()) write_gallery(queries, paths, scores, gallery);
   const double total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (json) {
-    fmt::print("{{\"index\": {}, \"images\": {}, \"search_ms\": {:.3f}, \"queries\": [{}]}}\n", json_quote(index_path), index.size(),
-               search_ms, fmt::join(results, ",\n  "));
+    fmt::print("{{\"index\": {}, \"images\": {}, \"method\": \"{}\", \"search_ms\": {:.3f}, \"queries\": [{}]}}\n",
+               json_quote(index_path), index.size(), exact ? "exact" : index.method(), search_ms, fmt::join(results, ",\n  "));
   } else {
     fmt::print(stderr, "searched {} images for {} queries in {:.1f} ms ({:.0f} ms including model load){}\n", index.size(),
                queries.size(), search_ms, total_ms, gallery.empty() ? "" : "; gallery: " + gallery);

@@ -7,18 +7,33 @@
 #include "subcommands.h"
 
 #include <fmt/format.h>
-#include <pthread.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <atomic>
+#include <chrono>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <thread>
 
 namespace torchclip::tools {
 
 namespace {
 
-bool is_loopback(const std::string& host) { return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0; }
+int g_signal_pipe[2] = {-1, -1};
+std::atomic<int> g_signals{0};
+
+void on_stop_signal(int sig) {
+  if (g_signals.fetch_add(1) > 0) {  // the second: the default action, now
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  const unsigned char s = static_cast<unsigned char>(sig);
+  if (::write(g_signal_pipe[1], &s, 1) < 0) {
+  }
+}
 
 /// The key in FILE (surrounding whitespace trimmed); a missing, empty or world-readable file is an error.
 std::string read_api_key(const std::string& path) {
@@ -53,7 +68,8 @@ int serve_main(const Argv& argv) {
   so.max_inputs = args.get_int("max-inputs", so.max_inputs, 1, 65536);
   eo.batch_wait_ms = args.get_double("batch-wait-ms", eo.batch_wait_ms);
   eo.max_batch = args.get_int("max-batch", eo.max_batch, 1, 65536);
-  eo.candidates = args.get_int("candidates", eo.candidates, 1, 1000000);
+  eo.candidates = args.get_int("candidates", eo.candidates, 0, 1000000);
+  eo.ann.nprobe(args.get_int("nprobe", 0, 0, 1 << 24)).ef_search(args.get_int("ef-search", 0, 0, 1 << 20));
   eo.request_timeout_s = args.get_double("request-timeout", eo.request_timeout_s);
   eo.max_image_pixels = static_cast<int64_t>(args.get_double("max-image-mpixels", eo.max_image_pixels / 1e6) * 1e6);
   eo.device = args.get("device", "auto");
@@ -65,35 +81,49 @@ int serve_main(const Argv& argv) {
   for (const auto& c : classifiers)
     if (c.find('=') == std::string::npos || c.front() == '=') throw UsageError(fmt::format("--classifier '{}': give NAME=FILE", c));
   if (!key_file.empty()) so.api_key = read_api_key(key_file);
-  if (!is_loopback(so.host) && so.api_key.empty())
+  if (!serve::is_loopback(so.host) && so.api_key.empty())
     fmt::print(stderr, "serve: warning: listening on {} without --api-key-file: anyone who can reach this address can "
                "search the index and read its thumbnails\n", so.host);
 
-  // SIGTERM and SIGINT are taken by one thread (sigwait) that stops the server; blocked here,
-  // before any thread starts, so every thread inherits the mask and none is interrupted.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGTERM and SIGINT: the handler only writes the signal to a pipe (all it may do there); a
+  // thread reading the pipe stops the server. A mask would not do: libraries start threads
+  // before main (OpenBLAS's pool), and a signal delivered to one of them would kill the process.
+  // A second signal ends the process at once.
+  if (::pipe(g_signal_pipe) != 0) throw std::runtime_error(fmt::format("serve: pipe: {}", std::strerror(errno)));
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  fmt::print(stderr, "serve: loading {} and {}\n", model_dir, index_path);
 
   serve::Metrics metrics;
   serve::Engine engine(model_dir, index_path, eo, &metrics);
   for (const auto& c : classifiers) engine.add_classifier(c.substr(0, c.find('=')), c.substr(c.find('=') + 1));
   serve::Server server(engine, metrics, so);
   const int port = server.bind();
-  std::atomic<bool> signalled{false};
+  std::atomic<bool> listening_ended{false};
   std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    signalled = true;
-    fmt::print(stderr, "serve: {} received: finishing the requests in flight, then exiting\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    server.stop();
+    unsigned char sig = 0;
+    while (::read(g_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    }
+    if (sig == 0) return;  // woken by the main thread: listen() returned without a signal
+    fmt::print(stderr, "serve: {} received: finishing the requests in flight, then exiting (again: exit now)\n",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    // stop() does nothing until listen() runs: a signal that arrived while the model loaded is
+    // here already, so ask until listen() has returned.
+    while (!listening_ended) {
+      server.stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
   });
   fmt::print(stderr, "serve: {} images from {} with model {}: listening on http://{}:{}/ (auth: {})\n", engine.size(), index_path,
              model_dir, so.host, port, so.api_key.empty() ? "none" : "Bearer key");
   server.listen();
-  if (!signalled) pthread_kill(waiter.native_handle(), SIGTERM);  // listen failed: wake the waiter
+  listening_ended = true;
+  const unsigned char wake = 0;
+  if (::write(g_signal_pipe[1], &wake, 1) < 0) {
+  }  // the waiter has a signal already (and exits), or reads this and exits
   waiter.join();
   fmt::print(stderr, "serve: stopped\n");
   return 0;

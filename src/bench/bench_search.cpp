@@ -2,6 +2,7 @@
 
 #include "bench/stats.h"
 #include "io/fsutil.h"
+#include "search/ann.h"
 #include "search/scan.h"
 #include "util/json.h"
 
@@ -12,6 +13,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <unistd.h>
 #include <set>
 #include <vector>
 
@@ -174,6 +177,101 @@ std::string BenchSearchResult::to_text() const {
   s += fmt::format("  int8 rows + exact {} rerank of {} candidates: {:.3f} ms/query ({:.2f} GB/s), recall@{} {:.4f}\n", options.dtype(),
                    options.candidates(), int8_ms_per_query, int8_scan_gbs, options.k(), int8_recall);
   if (!note.empty()) s += "  PyTorch not measured: " + note + "\n";
+  return s;
+}
+
+BenchAnnResult bench_ann(const BenchAnnOptions& o) {
+  TORCH_CHECK(o.rows() > 0 && o.dim() > 0 && o.k() > 0 && o.queries() > 0, "bench search: sizes must be positive");
+  BenchAnnResult r;
+  r.options = o;
+  const int64_t N = o.rows(), E = o.dim(), k = o.k(), C = o.clusters() > 0 ? o.clusters() : std::max<int64_t>(1, N / 500);
+  // Rows around C random centres: cos(row, its centre) ~0.7, as images of one concept are; the
+  // queries are drawn around the same centres, as captions fall near the images they describe.
+  const auto t0 = Clock::now();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  const auto centres = at::randn({C, E}, gen) / std::sqrt(static_cast<double>(E));  // |c| ~ 1
+  auto draw = [&](int64_t n) {  // [n, E] unit rows
+    auto x = centres.index_select(0, at::randint(C, {n}, gen)) + at::randn({n, E}, gen) / std::sqrt(static_cast<double>(E));
+    return x / x.norm(2, 1, true);
+  };
+  auto rows = at::empty({N, E}, at::kHalf);  // as an index stores them, generated in chunks
+  for (int64_t lo = 0; lo < N; lo += 262144) {
+    const int64_t hi = std::min(N, lo + 262144);
+    rows.slice(0, lo, hi).copy_(draw(hi - lo));
+  }
+  const auto q = draw(o.queries());  // [Q, E]
+  r.data_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  // The reference: the exact scan of the same rows, one query at a time (timed too).
+  std::vector<double> exact_t;
+  std::vector<std::vector<int64_t>> reference;
+  search_index(rows, q.slice(0, 0, 1), k);  // warm-up: every page touched
+  for (int64_t i = 0; i < o.queries(); ++i) {
+    const auto e0 = Clock::now();
+    reference.push_back(rows_of(search_index(rows, q.slice(0, i, i + 1), k)[0]));
+    exact_t.push_back(ms_since(e0));
+  }
+  r.exact_ms = median_of(exact_t);
+  const auto b0 = Clock::now();
+  auto ann = AnnIndex::build(rows, o.ann());
+  r.build_seconds = std::chrono::duration<double>(Clock::now() - b0).count();
+  r.info = ann.info();
+  {  // the bytes of FAISS's own format, as saved
+    const std::string tmp = (std::filesystem::temp_directory_path() / fmt::format("torchclip_bench_{}.faiss", getpid())).string();
+    r.bytes = ann.save(tmp);
+    std::remove(tmp.c_str());
+  }
+  for (const auto& setting : o.searches()) {
+    ann.search(q.slice(0, 0, 1), k, setting, rows);  // warm-up
+    std::vector<double> t;
+    std::vector<std::vector<int64_t>> found;
+    for (int64_t i = 0; i < o.queries(); ++i) {
+      const auto s0 = Clock::now();
+      auto hits = ann.search(q.slice(0, i, i + 1), k, setting, rows);
+      t.push_back(ms_since(s0));
+      found.push_back(rows_of(hits[0]));
+    }
+    std::sort(t.begin(), t.end());
+    BenchAnnPoint p{setting};
+    p.p50_ms = t[t.size() / 2];
+    p.p99_ms = t[std::min(t.size() - 1, static_cast<size_t>(0.99 * static_cast<double>(t.size())))];
+    p.recall = recall_at_k(found, reference);
+    r.points.push_back(p);
+  }
+  return r;
+}
+
+std::string BenchAnnResult::to_json() const {
+  std::vector<std::string> i, p;
+  for (const auto& [key, v] : info) i.push_back(fmt::format("{}: {}", json_quote(key), json_quote(v)));
+  for (const auto& x : points)
+    p.push_back(fmt::format("{{\"nprobe\": {}, \"ef_search\": {}, \"candidates\": {}, \"p50_ms\": {:.4f}, \"p99_ms\": {:.4f}, "
+                            "\"recall\": {:.4f}, \"speedup_vs_exact_scan\": {:.2f}}}",
+                            x.search.nprobe(), x.search.ef_search(), x.search.candidates(), x.p50_ms, x.p99_ms, x.recall,
+                            x.p50_ms > 0 ? exact_ms / x.p50_ms : 0.0));
+  return fmt::format(
+      "{{\"rows\": {}, \"dim\": {}, \"k\": {}, \"queries\": {}, \"threads\": {}, \"index\": {{{}}}, \"build_seconds\": {:.2f}, "
+      "\"bytes\": {}, \"bytes_per_row\": {:.2f}, \"exact_scan_ms\": {:.4f}, \"searches\": [{}]}}",
+      options.rows(), options.dim(), options.k(), options.queries(), at::get_num_threads(), fmt::join(i, ", "), build_seconds, bytes,
+      static_cast<double>(bytes) / static_cast<double>(options.rows()), exact_ms, fmt::join(p, ", "));
+}
+
+std::string BenchAnnResult::to_text() const {
+  std::string params;
+  for (const char* key : {"nlist", "nprobe", "pq_m", "hnsw_m", "train_rows"})
+    if (info.count(key)) params += fmt::format(" {}={}", key, info.at(key));
+  std::string s = fmt::format(
+      "FAISS {} over {} x {} synthetic clustered rows (fp16), top-{}, {} threads;{}\n"
+      "  build (train + add)   {:.1f} s\n"
+      "  size                  {:.1f} MB ({:.1f} bytes per row; the fp16 rows: {:.0f})\n"
+      "  exact fp16 scan       {:.3f} ms per query (the recall reference)\n"
+      "  nprobe  ef_search  candidates   p50 ms   p99 ms   recall@{}   vs exact scan\n",
+      info.count("type") ? info.at("type") : "?", options.rows(), options.dim(), options.k(), at::get_num_threads(), params,
+      build_seconds, bytes / 1e6, static_cast<double>(bytes) / static_cast<double>(options.rows()), 2.0 * options.dim(), exact_ms,
+      options.k());
+  auto shown = [](int64_t v) { return v > 0 ? std::to_string(v) : std::string("default"); };
+  for (const auto& x : points)
+    s += fmt::format("  {:>6}  {:>9}  {:>10}  {:>7.3f}  {:>7.3f}   {:>9.4f}   {:.1f}x\n", shown(x.search.nprobe()), shown(x.search.ef_search()),
+                     x.search.candidates(), x.p50_ms, x.p99_ms, x.recall, x.p50_ms > 0 ? exact_ms / x.p50_ms : 0.0);
   return s;
 }
 

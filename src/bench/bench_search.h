@@ -6,8 +6,11 @@
 // PyTorch from Python (matmul + topk on the same matrix size and dtype).
 #pragma once
 
+#include "search/ann_options.h"
+
 #include <torch/arg.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -46,5 +49,37 @@ struct BenchSearchResult {
 };
 
 BenchSearchResult bench_search(const BenchSearchOptions& options);
+
+/// `bench search --type T`: a FAISS index (search/ann.h) over synthetic embeddings with CLIP's
+/// cluster structure (random unit rows have no near neighbours to find), against the exact scan
+/// of the same fp16 rows: build time, bytes, per-query latency and recall@k.
+struct BenchAnnOptions {
+  TORCH_ARG(int64_t, rows) = 1000000;
+  TORCH_ARG(int64_t, dim) = 512;
+  TORCH_ARG(int64_t, k) = 10;
+  TORCH_ARG(int64_t, queries) = 200;   // single queries timed (p50, p99) and scored for recall
+  TORCH_ARG(int64_t, clusters) = 0;    // centres of the synthetic data; 0: rows / 500
+  TORCH_ARG(AnnOptions, ann) = {};
+  // Search settings measured on the one built index (FAISS users sweep nprobe or efSearch).
+  TORCH_ARG(std::vector<AnnSearchOptions>, searches) = std::vector<AnnSearchOptions>{AnnSearchOptions()};
+};
+
+struct BenchAnnPoint {
+  AnnSearchOptions search;  // as asked (0: the index's default)
+  double p50_ms = 0, p99_ms = 0, recall = 0;
+};
+
+struct BenchAnnResult {
+  BenchAnnOptions options;
+  std::map<std::string, std::string> info;  // the built index's type and parameters
+  double build_seconds = 0, data_seconds = 0;
+  int64_t bytes = 0;                        // FAISS's own format
+  double exact_ms = 0;                      // the exact fp16 scan's median single query, same rows
+  std::vector<BenchAnnPoint> points;        // one per search setting
+  std::string to_json() const;
+  std::string to_text() const;
+};
+
+BenchAnnResult bench_ann(const BenchAnnOptions& options);
 
 }  // namespace torchclip

@@ -8,6 +8,7 @@
 #include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "eval/evaluate.h"
+#include "util/cpu_allocator.h"
 #include "util/json.h"
 #include "util/progress.h"
 
@@ -51,7 +52,7 @@ const std::string& ImageIndex::model_fingerprint() const {
   return it == info.end() ? none : it->second;
 }
 
-ImageIndex ImageIndex::open(const std::string& path) {
+ImageIndex ImageIndex::open(const std::string& path, bool load_ann) {
   auto f = map_safetensors(path);
   auto fmt_it = f.metadata.find("format");
   if (fmt_it == f.metadata.end() || fmt_it->second != kIndexFormat)
@@ -92,7 +93,20 @@ ImageIndex ImageIndex::open(const std::string& path) {
       throw std::runtime_error(fmt::format("{}: path_offsets[{}] out of range", path, i));
     x.paths.emplace_back(chars + off[i], off[i + 1] - off[i]);
   }
+  if (load_ann) x.load_ann(path);
   return x;
+}
+
+void ImageIndex::load_ann(const std::string& path) {
+  const auto t = info.find("ann_type");
+  if (t == info.end() || t->second == "exact") return;
+  const auto id = info.find("ann_build_id");
+  ann = std::make_shared<const AnnIndex>(AnnIndex::load(ann_path(path), model_fingerprint(), size(), id == info.end() ? "(none)" : id->second));
+}
+
+std::string ImageIndex::method() const {
+  if (ann) return "faiss:" + ann->type();
+  return int8.codes.defined() ? "int8+rerank" : "exact";
 }
 
 void ImageIndex::save(const std::string& path) const {
@@ -120,9 +134,10 @@ void ImageIndex::save(const std::string& path) const {
 }
 
 std::vector<std::vector<SearchHit>> ImageIndex::search(const at::Tensor& queries, int64_t k, int64_t candidates,
-                                                       bool exact) const {
+                                                       bool exact, AnnSearchOptions ann_options) const {
   try {
-    if (int8.codes.defined() && !exact) return search_int8(int8, embeddings, queries, k, candidates);
+    if (ann && !exact) return ann->search(queries, k, candidates > 0 ? ann_options.candidates(candidates) : ann_options, embeddings);
+    if (int8.codes.defined() && !exact) return search_int8(int8, embeddings, queries, k, candidates > 0 ? candidates : 100);
     return search_index(embeddings, queries, k);
   } catch (const MappedRowsVanished&) {
     check_intact();  // names the file and its sizes
@@ -135,9 +150,10 @@ std::string IndexReport::to_json() const {
   for (const auto& s : skipped) q.push_back(json_quote(s));
   return fmt::format("{{\"total\": {}, \"embedded\": {}, \"kept\": {}, \"pruned\": {}, \"skipped\": [{}], \"seconds\": {:.3f}, "
                      "\"embed_images_per_second\": {:.2f}, \"data_wait_seconds\": {:.3f}, \"data_wait_share\": {:.4f}, "
-                     "\"model_images_per_second\": {:.2f}}}",
+                     "\"model_images_per_second\": {:.2f}, \"ann\": {{\"type\": \"{}\", \"retrained\": {}, \"seconds\": {:.3f}, "
+                     "\"bytes\": {}}}}}",
                      total, embedded, kept, pruned, fmt::join(q, ", "), seconds, embed_images_per_second, data_wait_seconds,
-                     data_wait_share, model_images_per_second);
+                     data_wait_share, model_images_per_second, ann_type, ann_retrained ? "true" : "false", ann_seconds, ann_bytes);
 }
 
 IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, const std::string& data,
@@ -177,20 +193,25 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
       }
     }
   }
+  IndexReport r;
+  r.skipped = std::move(pre_skipped);
   // The existing index, if any: rows whose file is unchanged are kept.
   ImageIndex old;
   std::unordered_map<std::string, int64_t> old_rows;
   std::error_code ec;
   if (fs::exists(out, ec)) {
-    old = ImageIndex::open(out);
+    old = ImageIndex::open(out, /*load_ann=*/false);
     if (old.model_fingerprint() != m.fingerprint)
       throw std::runtime_error(fmt::format("{}: built by another model (fingerprint {}, this model {}); remove it or "
                                            "choose another --out to build a new index",
                                            out, old.model_fingerprint(), m.fingerprint));
+    try {  // its FAISS index, to refill; a missing or stale one is retrained (and said so)
+      old.load_ann(out);
+    } catch (const std::exception& e) {
+      r.skipped.push_back(fmt::format("{} (the FAISS index is rebuilt and retrained)", e.what()));
+    }
     for (int64_t i = 0; i < old.size(); ++i) old_rows.emplace(old.paths[i], i);
   }
-  IndexReport r;
-  r.skipped = std::move(pre_skipped);
   std::vector<int64_t> keep_rows;
   std::vector<std::string> keep_paths, to_embed;
   std::vector<std::pair<int64_t, int64_t>> to_embed_stats;
@@ -321,9 +342,123 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
             {"source", images.empty() ? data : fmt::format("{}", fmt::join(images, " "))},
             {"updated", now_iso8601()},
             {"created", old.info.count("created") ? old.info.at("created") : now_iso8601()}};
+  // The FAISS index beside it, written first: the safetensors file that names its build id
+  // replaces the old one only once the FAISS file it names is in place.
+  std::string type = o.ann().type();
+  std::shared_ptr<const AnnIndex> trained;  // another index's training to reuse (shards)
+  if (!o.trained().empty()) {
+    auto t = ImageIndex::open(o.trained());
+    if (t.model_fingerprint() != m.fingerprint)
+      throw std::runtime_error(fmt::format("--trained {}: built by another model (fingerprint {}, this model {})", o.trained(),
+                                           t.model_fingerprint(), m.fingerprint));
+    if (!t.ann || (t.ann->type() != "ivf-flat" && t.ann->type() != "ivf-pq"))
+      throw std::invalid_argument(fmt::format("--trained {}: it has no IVF index to take the training of (its type: {})", o.trained(),
+                                              t.ann ? t.ann->type() : "exact"));
+    if (type != "auto" && type != t.ann->type())
+      throw std::invalid_argument(fmt::format("--type {} differs from --trained {}'s {}", type, o.trained(), t.ann->type()));
+    trained = t.ann;
+    type = trained->type();
+  }
+  if (type == "auto") type = old.ann ? old.ann->type() : default_ann_type(x.size(), E, memory_bytes());  // an update keeps its type
+  const std::string faiss_file = ann_path(out);
+  if (type != "exact" && x.size() > 0) {
+    const auto a0 = std::chrono::steady_clock::now();
+    const auto& prev = old.ann;
+    auto param = [](const AnnIndex& a, const char* key) { return a.info().count(key) ? std::stoll(a.info().at(key)) : int64_t{0}; };
+    const bool same = prev && prev->type() == type && (o.ann().nlist() == 0 || o.ann().nlist() == param(*prev, "nlist")) &&
+                      (o.ann().pq_m() == 0 || o.ann().pq_m() == param(*prev, "pq_m")) &&
+                      (type != "hnsw" || o.ann().hnsw_m() == param(*prev, "hnsw_m"));
+    const bool refill = trained || (same && !o.retrain());
+    AnnIndex ann = trained ? trained->refill(x.embeddings)
+                   : refill ? prev->refill(x.embeddings)
+                            : AnnIndex::build(x.embeddings, AnnOptions(o.ann()).type(type));
+    r.ann_retrained = !refill;
+    ann.info()["model_fingerprint"] = m.fingerprint;
+    r.ann_bytes = ann.save(faiss_file);
+    r.ann_type = type;
+    r.ann_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - a0).count();
+    x.info["ann_type"] = type;
+    x.info["ann_build_id"] = ann.info()["build_id"];
+    for (const char* key : {"nlist", "nprobe", "pq_m", "hnsw_m", "train_rows"})
+      if (ann.info().count(key)) x.info[std::string("ann_") + key] = ann.info()[key];
+  }
   x.save(out);
+  if (type == "exact" || x.size() == 0) std::remove(faiss_file.c_str());  // a FAISS file of an earlier build is stale now
   r.total = x.size();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+IndexReport merge_indexes(const std::vector<std::string>& shards, const std::string& out) {
+  TORCH_CHECK(shards.size() >= 2, "index --merge: give at least two indexes to merge");
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<ImageIndex> parts;
+  for (const auto& p : shards) {
+    parts.push_back(ImageIndex::open(p));
+    const auto& x = parts.back();
+    if (x.model_fingerprint() != parts[0].model_fingerprint())
+      throw std::runtime_error(fmt::format("{}: built by model fingerprint {}, {} by {}: shards must come from one model", p,
+                                           x.model_fingerprint(), shards[0], parts[0].model_fingerprint()));
+    if (!x.ann) throw std::invalid_argument(fmt::format("{}: has no FAISS index (build shards with --type ivf-pq or ivf-flat)", p));
+    if (x.embeddings.scalar_type() != parts[0].embeddings.scalar_type() || x.int8.codes.defined() != parts[0].int8.codes.defined())
+      throw std::invalid_argument(fmt::format("{}: its --dtype differs from {}'s", p, shards[0]));
+  }
+  // Every row, sorted by path across the shards: the merged index equals one built at once.
+  struct Row {
+    const std::string* path;
+    size_t part;
+    int64_t row;
+  };
+  std::vector<Row> rows;
+  for (size_t p = 0; p < parts.size(); ++p)
+    for (int64_t r = 0; r < parts[p].size(); ++r) rows.push_back({&parts[p].paths[r], p, r});
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return *a.path < *b.path; });
+  std::vector<std::vector<int64_t>> id_maps(parts.size());
+  for (size_t p = 0; p < parts.size(); ++p) id_maps[p].resize(static_cast<size_t>(parts[p].size()));
+  std::vector<std::vector<int64_t>> from(parts.size()), to(parts.size());
+  ImageIndex x;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (i > 0 && *rows[i].path == *rows[i - 1].path)
+      throw std::invalid_argument(fmt::format("{} is in {} and in {}: a file belongs to one shard", *rows[i].path,
+                                              shards[rows[i - 1].part], shards[rows[i].part]));
+    id_maps[rows[i].part][static_cast<size_t>(rows[i].row)] = static_cast<int64_t>(i);
+    from[rows[i].part].push_back(rows[i].row);
+    to[rows[i].part].push_back(static_cast<int64_t>(i));
+    x.paths.push_back(*rows[i].path);
+  }
+  const int64_t N = static_cast<int64_t>(rows.size());
+  x.embeddings = at::empty({N, parts[0].embeddings.size(1)}, parts[0].embeddings.scalar_type());
+  x.stats = at::empty({N, 2}, at::kLong);
+  for (size_t p = 0; p < parts.size(); ++p) {
+    const auto src = at::tensor(from[p], at::kLong), dst = at::tensor(to[p], at::kLong);
+    x.embeddings.index_copy_(0, dst, parts[p].embeddings.index_select(0, src));
+    x.stats.index_copy_(0, dst, parts[p].stats.index_select(0, src));
+  }
+  if (parts[0].int8.codes.defined()) x.int8 = quantize_rows(x.embeddings);
+  // The FAISS lists, renumbered and merged onto disk beside OUT under a name of their own build,
+  // so an index being searched keeps its file until this one replaces it.
+  std::vector<AnnIndex> anns;
+  for (size_t p = 0; p < parts.size(); ++p) {
+    const auto id = parts[p].info.find("ann_build_id");
+    anns.push_back(AnnIndex::load(ann_path(shards[p]), parts[p].model_fingerprint(), parts[p].size(), id->second));
+  }
+  const std::string previous = fs::exists(out) ? ImageIndex::open(out, false).info["ann_ivfdata"] : "";
+  const std::string ivfdata = fmt::format("{}.{}.ivfdata", ann_path(out), std::chrono::steady_clock::now().time_since_epoch().count());
+  AnnIndex merged = AnnIndex::merge_on_disk(std::move(anns), id_maps, ivfdata);
+  merged.info()["model_fingerprint"] = parts[0].model_fingerprint();
+  IndexReport r;
+  r.ann_bytes = merged.save(ann_path(out));
+  r.ann_type = merged.type();
+  x.info = parts[0].info;
+  x.info["source"] = fmt::format("merge of {}", fmt::join(shards, " "));
+  x.info["updated"] = now_iso8601();
+  x.info["ann_build_id"] = merged.info()["build_id"];
+  x.info["ann_ivfdata"] = fs::path(ivfdata).filename().string();
+  x.save(out);
+  if (!previous.empty() && previous != x.info["ann_ivfdata"]) std::remove((fs::path(out).parent_path() / previous).c_str());
+  r.total = r.kept = N;
+  r.ann_bytes += static_cast<int64_t>(fs::file_size(ivfdata));
+  r.seconds = r.ann_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
 

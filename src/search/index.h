@@ -9,6 +9,7 @@
 #include "data/source.h"
 #include "io/safetensors.h"
 #include "model/model_dir.h"
+#include "search/ann.h"
 #include "search/scan.h"
 
 #include <ATen/core/Tensor.h>
@@ -27,11 +28,15 @@ struct ImageIndex {
   Int8Rows int8;                   // dtype int8: the rows scanned (codes [N, E], scales [N]); fp16 embeddings rerank
   std::map<std::string, std::string> info;  // model_fingerprint, model, dtype, source, created, ...
   std::shared_ptr<const FileMapping> mapping;  // set by open(): the file the embeddings view
+  std::shared_ptr<const AnnIndex> ann;         // set by open() when a FAISS index was built beside it (INDEX.faiss)
 
   int64_t size() const { return static_cast<int64_t>(paths.size()); }
   const std::string& model_fingerprint() const;
-  /// Memory-maps PATH (instant for any size); throws naming the file if it is not an index.
-  static ImageIndex open(const std::string& path);
+  /// Memory-maps PATH (instant for any size) and loads the FAISS index beside it, if it was built
+  /// with one; throws naming the file if it is not an index, or its FAISS file is missing or stale.
+  static ImageIndex open(const std::string& path, bool load_ann = true);
+  /// The FAISS index at ann_path(path) that the metadata names (none for exact indexes).
+  void load_ann(const std::string& path);
   /// After open(): throws naming the file if it was truncated or rewritten in place since (the
   /// paths were read at open, the embeddings are read from the mapping as searched). An index
   /// replaced by rename, as `torchclip index` writes, leaves this one intact.
@@ -39,11 +44,14 @@ struct ImageIndex {
     if (mapping) mapping->check_intact();
   }
   void save(const std::string& path) const;
-  /// The top k rows for each query [Q, E]: an int8 scan reranking `candidates` rows per query
-  /// when the index has int8 codes (and not `exact`), else the exact scan. A file truncated
+  /// The top k rows for each query [Q, E]: unless `exact`, the FAISS index when there is one
+  /// (IVF-PQ reranks `candidates` rows exactly; 0: 400), else an int8 scan reranking `candidates` rows (0: 100)
+  /// when the index has int8 codes; else, and with `exact`, the exact scan. A file truncated
   /// under the scan is an error naming it (never SIGBUS).
-  std::vector<std::vector<SearchHit>> search(const at::Tensor& queries, int64_t k, int64_t candidates = 100,
-                                             bool exact = false) const;
+  std::vector<std::vector<SearchHit>> search(const at::Tensor& queries, int64_t k, int64_t candidates = 0,
+                                             bool exact = false, AnnSearchOptions ann_options = {}) const;
+  /// "faiss:TYPE", "int8+rerank" or "exact": what search() uses unless told `exact`.
+  std::string method() const;
 };
 
 struct IndexOptions {
@@ -57,6 +65,14 @@ struct IndexOptions {
   // After the build, re-time the model alone on one already-decoded batch (no I/O, no decoding),
   // so the report can say how close the build came to the model's own embedding speed.
   TORCH_ARG(bool, measure_model) = false;
+  // An approximate index beside it (INDEX.faiss): type exact (none), flat, ivf-flat, ivf-pq, hnsw
+  // or auto (default_ann_type: exact up to 100k rows). An update refills the trained FAISS index
+  // with the new rows (no retraining) unless its type or parameters change or `retrain`.
+  TORCH_ARG(AnnOptions, ann) = {};
+  TORCH_ARG(bool, retrain) = false;
+  // An index whose FAISS training (IVF centroids and codebooks) this one reuses instead of
+  // training: shards built apart with one training can be merged (merge_indexes).
+  TORCH_ARG(std::string, trained) = "";
 };
 
 struct IndexReport {
@@ -67,6 +83,10 @@ struct IndexReport {
   // its share of the embedding time: near 0 means the build ran at the model's speed.
   double data_wait_seconds = 0, data_wait_share = 0;
   double model_images_per_second = 0;  // measure_model: encode_image alone, 0 when not measured
+  std::string ann_type = "exact";      // the FAISS index written beside it, or exact (none)
+  bool ann_retrained = false;          // trained now (not refilled from the previous build's training)
+  double ann_seconds = 0;              // training and adding
+  int64_t ann_bytes = 0;
   std::string to_json() const;
 };
 
@@ -76,6 +96,12 @@ struct IndexReport {
 /// An existing index from another model is refused, naming both fingerprints.
 IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, const std::string& data,
                         const data::CsvOptions& csv, const std::string& out, const IndexOptions& options);
+
+/// Merges `shards` (indexes of one model whose FAISS IVF indexes share one training: built with
+/// IndexOptions::trained naming the first) into OUT: rows sorted by path across them, and one
+/// FAISS index whose inverted lists are FAISS's on-disk lists (OUT.faiss.<build>.ivfdata,
+/// memory-mapped when searched). A path in two shards is an error naming both.
+IndexReport merge_indexes(const std::vector<std::string>& shards, const std::string& out);
 
 /// Throws naming `index_path`, the model that built it and both fingerprints when `m` did not.
 void check_index_model(const ImageIndex& index, const std::string& index_path, const LoadedModel& m);

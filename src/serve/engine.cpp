@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <map>
@@ -35,11 +36,12 @@ struct Job {
   std::vector<std::string> texts;  // kText
   at::Tensor images;               // kImage: [n, 3, S, S] float
   int64_t k = 0;                   // > 0: search the index with the embeddings
-  std::function<void()> task;      // kTask
+  std::function<void(Job&)> task;  // kTask: runs on the worker; owns copies of what it reads
   // Results, valid once `done` is ready.
   at::Tensor embeddings;  // [n, E] float, normalised
   int64_t tokens = 0;
   std::vector<std::vector<SearchHit>> hits;  // [n][<= k]
+  std::exception_ptr error;                  // this job's own failure (a search), the others' results stand
   std::promise<void> done;
   std::atomic<bool> abandoned{false};  // the requester timed out: skip the work
 
@@ -69,6 +71,7 @@ struct Engine::Impl {
   LoadedModel model;
   ImageIndex index;
   std::string index_path;
+  std::string model_name;  // the model folder's name: clients see no path of the server's
   ResizeMode resize = ResizeMode::kPil;
 
   std::mutex mu;
@@ -156,39 +159,52 @@ struct Engine::Impl {
       if (live.empty()) continue;
       try {
         execute(live);
-        for (auto& j : live) j->done.set_value();
+        for (auto& j : live) j->error ? j->done.set_exception(j->error) : j->done.set_value();
       } catch (...) {
         for (auto& j : live) j->done.set_exception(std::current_exception());
       }
     }
   }
 
+  /// Embeds the inputs of `jobs` (all of one kind) in tower calls of at most max_batch inputs,
+  /// then runs one search for every query among them.
   void execute(const std::vector<std::shared_ptr<Job>>& jobs) {
     const Job::Kind kind = jobs[0]->kind;
     if (kind == Job::Kind::kTask) {
-      jobs[0]->task();
+      jobs[0]->task(*jobs[0]);
       return;
     }
-    at::Tensor all;  // [N, E]
+    const int64_t chunk = std::max<int64_t>(1, options.max_batch);
+    std::vector<at::Tensor> parts;  // [<= chunk, E] each
     if (kind == Job::Kind::kText) {
       std::vector<std::string> texts;
       for (const auto& j : jobs) texts.insert(texts.end(), j->texts.begin(), j->texts.end());
-      auto ids = tokenize(*model.tokenizer, texts, model.config.text_cfg().context_length());  // [N, T]
-      const auto tokens = ids.ne(0).sum(1);  // [N]
-      all = model.model->encode_text(ids.to(model.model->device()), /*normalize=*/true).to(at::kCPU, at::kFloat);
+      const int64_t N = static_cast<int64_t>(texts.size()), ctx = model.config.text_cfg().context_length();
+      std::vector<int64_t> tokens;  // per text: start and end markers and what is between
+      for (int64_t lo = 0; lo < N; lo += chunk) {
+        const int64_t hi = std::min(N, lo + chunk);
+        auto ids = tokenize(*model.tokenizer, std::vector<std::string>(texts.begin() + lo, texts.begin() + hi), ctx);  // [n, T]
+        const auto eot = ids.eq(model.tokenizer->eot_id()).to(at::kInt).argmax(1) + 1;  // [n] the first end marker's position + 1
+        for (int64_t i = 0; i < eot.size(0); ++i) tokens.push_back(eot[i].item<int64_t>());
+        parts.push_back(model.model->encode_text(ids.to(model.model->device()), /*normalize=*/true).to(at::kCPU, at::kFloat));
+        if (metrics) metrics->batch("text", hi - lo);
+      }
       int64_t at_row = 0;
       for (const auto& j : jobs) {
-        j->tokens = tokens.slice(0, at_row, at_row + j->count()).sum().item<int64_t>();
+        for (int64_t i = 0; i < j->count(); ++i) j->tokens += tokens[static_cast<size_t>(at_row + i)];
         at_row += j->count();
       }
-      if (metrics) metrics->batch("text", static_cast<int64_t>(texts.size()));
     } else {
       std::vector<at::Tensor> images;
       for (const auto& j : jobs) images.push_back(j->images);
-      auto x = at::cat(images).to(model.model->device());  // [N, 3, S, S]
-      all = model.model->encode_image(x, /*normalize=*/true).to(at::kCPU, at::kFloat);
-      if (metrics) metrics->batch("image", x.size(0));
+      const auto x = at::cat(images);  // [N, 3, S, S]
+      for (int64_t lo = 0; lo < x.size(0); lo += chunk) {
+        const auto part = x.slice(0, lo, std::min(x.size(0), lo + chunk)).to(model.model->device());
+        parts.push_back(model.model->encode_image(part, /*normalize=*/true).to(at::kCPU, at::kFloat));
+        if (metrics) metrics->batch("image", part.size(0));
+      }
     }
+    const at::Tensor all = at::cat(parts);  // [N, E]
     int64_t at_row = 0, k = 0;
     std::vector<at::Tensor> queries;
     for (const auto& j : jobs) {
@@ -201,10 +217,21 @@ struct Engine::Impl {
     }
     if (queries.empty()) return;
     // One search for every query of the batch: from kBlockedQueries on, each block of rows is
-    // read once for all of them.
-    index.check_intact();
-    auto hits = index.search(at::cat(queries), std::min(k, index.size()), options.candidates);
-    index.check_intact();
+    // read once for all of them. A failure here fails the searches, not the embeddings.
+    std::vector<std::vector<SearchHit>> hits;
+    try {
+      if (index.size() > 0) {
+        index.check_intact();
+        hits = index.search(at::cat(queries), std::min(k, index.size()), options.candidates, false, options.ann);
+        index.check_intact();
+      } else {
+        hits.resize(static_cast<size_t>(at::cat(queries).size(0)));
+      }
+    } catch (...) {
+      for (const auto& j : jobs)
+        if (j->k > 0) j->error = std::current_exception();
+      return;
+    }
     size_t q = 0;
     for (const auto& j : jobs) {
       if (j->k <= 0) continue;
@@ -226,25 +253,27 @@ struct Engine::Impl {
 
   /// [E, C] for a class list and templates, built on the worker and cached (64 lists at most).
   at::Tensor classifier(const std::vector<std::string>& classes, const std::vector<std::string>& templates) {
-    std::string key;
-    for (const auto& c : classes) key += c + '\x1f';
-    key += '\x1e';
-    for (const auto& t : templates) key += t + '\x1f';
+    std::string key;  // every part length-prefixed: no choice of names can make two lists one key
+    for (const auto& c : classes) key += std::to_string(c.size()) + ':' + c;
+    key += '|';
+    for (const auto& t : templates) key += std::to_string(t.size()) + ':' + t;
     {
       std::lock_guard<std::mutex> lock(classifiers_mu);
       if (auto it = built.find(key); it != built.end()) return it->second;
     }
-    at::Tensor w;
     auto job = std::make_shared<Job>();
     job->kind = Job::Kind::kTask;
-    job->task = [&] {
-      w = zero_shot_classifier(model.model, *model.tokenizer, classes, templates, model.config.text_cfg().context_length()).cpu();
+    // The task owns its inputs and writes into its job: a request that times out and unwinds
+    // leaves nothing the worker still reads or writes.
+    job->task = [this, classes, templates](Job& self) {
+      self.embeddings =
+          zero_shot_classifier(model.model, *model.tokenizer, classes, templates, model.config.text_cfg().context_length()).cpu();
     };
     run(job);
     std::lock_guard<std::mutex> lock(classifiers_mu);
     if (built.size() >= 64) built.clear();
-    built[key] = w;
-    return w;
+    built[key] = job->embeddings;
+    return job->embeddings;
   }
 
   std::vector<float> probabilities(std::string_view image, const at::Tensor& weights) {  // weights [E, C]
@@ -264,6 +293,8 @@ Engine::Engine(const std::string& model_dir, const std::string& index_path, cons
   s.index = ImageIndex::open(index_path);
   s.model = load_model_dir(model_dir, resolve_device(options.device, "--device"));
   s.model.model->eval();
+  s.model_name = std::filesystem::path(model_dir).lexically_normal().filename().string();
+  if (s.model_name.empty()) s.model_name = std::filesystem::path(model_dir).lexically_normal().parent_path().filename().string();
   check_index_model(s.index, index_path, s.model);
   s.resize = index_resize_mode(s.index, index_path);
   s.worker = std::thread([this] { impl_->loop(); });
@@ -373,7 +404,7 @@ std::string Engine::thumbnail_jpeg(int64_t row, int size) const {
 int64_t Engine::size() const { return impl_->index.size(); }
 int64_t Engine::dim() const { return impl_->index.embeddings.size(1); }
 const std::string& Engine::path(int64_t row) const { return impl_->index.paths.at(static_cast<size_t>(row)); }
-const std::string& Engine::model_name() const { return impl_->model.dir; }
+const std::string& Engine::model_name() const { return impl_->model_name; }
 const std::string& Engine::index_path() const { return impl_->index_path; }
 
 }  // namespace torchclip::serve

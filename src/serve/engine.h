@@ -2,9 +2,11 @@
 // index, and one worker thread that owns the towers. Requests from many HTTP threads queue their
 // texts (or images); the worker waits a short, configurable time for more, embeds everything
 // queued in one tower call, runs one batched search over the index and hands each request its
-// rows. No torch type crosses this header, so the HTTP code compiles without LibTorch's headers.
+// rows. No torch type crosses this header (search/ann_options.h is plain structs),
+// so the HTTP code compiles without LibTorch's tensor headers.
 #pragma once
 
+#include "search/ann_options.h"
 #include "serve/metrics.h"
 
 #include <cstdint>
@@ -28,9 +30,10 @@ class RequestError : public std::runtime_error {
 
 struct EngineOptions {
   double batch_wait_ms = 2;         // how long the worker waits for more requests to batch with the first
-  int64_t max_batch = 64;           // inputs per tower call
-  int64_t candidates = 100;         // int8 indexes: rows reranked exactly per query
-  double request_timeout_s = 30;    // a request still queued or running after this gets 503
+  int64_t max_batch = 64;           // inputs per tower call (a larger request is embedded in several)
+  int64_t candidates = 0;           // int8 and FAISS ivf-pq indexes: rows reranked exactly per query (0: 100, 400)
+  AnnSearchOptions ann;             // FAISS indexes: nprobe, ef_search
+  double request_timeout_s = 30;    // a request still queued or running after this gets 503 (its work, once started, runs on)
   int64_t max_image_pixels = 40'000'000;  // width x height of an uploaded image (read from its header)
   std::string device = "cpu";       // where the towers run
 };
@@ -77,7 +80,7 @@ class Engine {
   int64_t size() const;  // index rows
   int64_t dim() const;
   const std::string& path(int64_t row) const;
-  const std::string& model_name() const;
+  const std::string& model_name() const;  // the model folder's name (no path)
   const std::string& index_path() const;
 
  private:

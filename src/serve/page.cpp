@@ -91,7 +91,7 @@ function show(result, label, ms) {
     const cap = document.createElement("figcaption");
     const score = document.createElement("span");
     score.className = "score";
-    score.textContent = hit.score.toFixed(3) + " ";
+    score.textContent = (typeof hit.score === "number" ? hit.score.toFixed(3) : "n/a") + " ";
     cap.append(score, hit.path);
     fig.append(img, cap);
     grid.append(fig);

@@ -9,8 +9,10 @@
 #include <httplib.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <set>
+#include <strings.h>
 
 namespace torchclip::serve {
 
@@ -54,12 +56,26 @@ bool same_key(const std::string& expected, const std::string& given) {
   return diff == 0;
 }
 
+}  // namespace
+
+bool is_loopback(const std::string& host) { return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0; }
+
+namespace {
+
+/// A Host header naming this machine's loopback: 127.x.y.z, localhost or [::1], with any port.
+bool loopback_host(const std::string& host_header) {
+  std::string h = host_header;
+  if (!h.empty() && h.front() == '[') h = h.substr(1, h.find(']') == std::string::npos ? std::string::npos : h.find(']') - 1);
+  else if (const size_t colon = h.rfind(':'); colon != std::string::npos) h = h.substr(0, colon);
+  return is_loopback(h);
+}
+
 /// Request bodies: a JSON object whose keys are all among `valid`.
 JsonValue parse_object(const httplib::Request& req, std::initializer_list<const char*> valid) {
   if (req.body.empty()) throw RequestError(400, "the request has no body; send a JSON object");
   JsonValue body;
   try {
-    body = JsonValue::parse(req.body);
+    body = JsonValue::parse(req.body, 64, 100000);  // depth and values: a body cannot become gigabytes of values
   } catch (const JsonError& e) {
     throw RequestError(400, e.what());
   }
@@ -78,8 +94,8 @@ struct Limits {
   int64_t k(const JsonValue& body) const {
     const JsonValue* v = body.find("k");
     if (!v) return std::min<int64_t>(10, o.max_k);
-    if (!v->is_number() || v->number() != static_cast<double>(static_cast<int64_t>(v->number())) || v->number() < 1 ||
-        v->number() > static_cast<double>(o.max_k))
+    if (!v->is_number() || !(v->number() >= 1 && v->number() <= static_cast<double>(o.max_k)) ||
+        v->number() != std::floor(v->number()))
       throw RequestError(400, fmt::format("\"k\" must be an integer from 1 to {} (--max-k)", o.max_k));
     return static_cast<int64_t>(v->number());
   }
@@ -134,7 +150,8 @@ std::string hits_json(const Engine& engine, const std::string& query, const std:
 
 std::string floats_json(const std::vector<float>& v) {
   std::string out = "[";
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + fmt::format("{}", v[i]);  // shortest round-trip
+  for (size_t i = 0; i < v.size(); ++i)  // shortest round-trip; JSON has no NaN
+    out += (i ? "," : "") + (std::isfinite(v[i]) ? fmt::format("{}", v[i]) : std::string("null"));
   return out + "]";
 }
 
@@ -149,9 +166,23 @@ struct Server::Impl {
   Engine& engine;
   Metrics& metrics;
   ServerOptions options;
+  bool loopback_only;
   httplib::Server http;
 
-  Impl(Engine& e, Metrics& m, const ServerOptions& o) : engine(e), metrics(m), options(o) {}
+  Impl(Engine& e, Metrics& m, const ServerOptions& o) : engine(e), metrics(m), options(o), loopback_only(is_loopback(o.host)) {}
+
+  /// Whether the request may use the API (always, without a key). Requests with a body are
+  /// checked here, in the route, after httplib has read the body: refused in pre-routing, the
+  /// unread body would be parsed as the next request on the keep-alive connection.
+  bool authorized(const httplib::Request& req, httplib::Response& res) const {
+    if (options.api_key.empty()) return true;
+    const std::string auth = req.get_header_value("Authorization");
+    // The scheme is case-insensitive (RFC 7235); the key is not.
+    if (auth.size() > 7 && strncasecmp(auth.c_str(), "Bearer ", 7) == 0 && same_key(options.api_key, auth.substr(7))) return true;
+    send_error(res, 401, auth.empty() ? "this server needs an API key: send 'Authorization: Bearer KEY'" : "the API key is not valid");
+    res.set_header("WWW-Authenticate", "Bearer");
+    return false;
+  }
 
   /// Runs a route's body; RequestError and malformed input become JSON errors, anything else 500.
   template <typename Fn>
@@ -162,9 +193,9 @@ struct Server::Impl {
       send_error(res, e.status(), e.what());
     } catch (const std::invalid_argument& e) {
       send_error(res, 400, e.what());
-    } catch (const std::exception& e) {
+    } catch (const std::exception& e) {  // details (a LibTorch error carries a backtrace) stay in the server's log
       fmt::print(stderr, "serve: internal error: {}\n", e.what());
-      send_error(res, 500, e.what());
+      send_error(res, 500, "internal error; the server's log has the details");
     }
   }
 
@@ -266,8 +297,14 @@ struct Server::Impl {
       for (size_t i = 0; i < t.size(); ++i)
         if (t[i].find("{}") == std::string::npos)
           throw RequestError(400, fmt::format("\"templates\"[{}] has no {{}} where the class name goes", i));
+      if (static_cast<int64_t>(names.size() * t.size()) > 16 * options.max_inputs)
+        throw RequestError(413, fmt::format("{} classes x {} templates is {} prompts; the limit is {} (16 x --max-inputs): save a "
+                                            "classifier with torchclip zeroshot --save-classifier and serve it with --classifier",
+                                            names.size(), t.size(), names.size() * t.size(), 16 * options.max_inputs));
       probs = engine.zeroshot(bytes, names, t);
     }
+    if (probs.size() != names.size())
+      throw std::runtime_error(fmt::format("zero-shot gave {} probabilities for {} classes", probs.size(), names.size()));
     std::vector<size_t> order(names.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return probs[a] > probs[b]; });
@@ -294,9 +331,15 @@ struct Server::Impl {
         res.set_header("Cache-Control", "private, max-age=3600");
       });
     });
-    http.Post("/v1/search", [this](const httplib::Request& req, httplib::Response& res) { guarded(res, [&] { search(req, res); }); });
-    http.Post("/v1/embeddings", [this](const httplib::Request& req, httplib::Response& res) { guarded(res, [&] { embeddings(req, res); }); });
-    http.Post("/v1/zeroshot", [this](const httplib::Request& req, httplib::Response& res) { guarded(res, [&] { zeroshot(req, res); }); });
+    http.Post("/v1/search", [this](const httplib::Request& req, httplib::Response& res) {
+      if (authorized(req, res)) guarded(res, [&] { search(req, res); });
+    });
+    http.Post("/v1/embeddings", [this](const httplib::Request& req, httplib::Response& res) {
+      if (authorized(req, res)) guarded(res, [&] { embeddings(req, res); });
+    });
+    http.Post("/v1/zeroshot", [this](const httplib::Request& req, httplib::Response& res) {
+      if (authorized(req, res)) guarded(res, [&] { zeroshot(req, res); });
+    });
   }
 
   void hooks() {
@@ -304,14 +347,18 @@ struct Server::Impl {
       t_started = Clock::now();
       t_counted = true;
       ++metrics.in_flight;
-      if (options.api_key.empty() || req.path == "/health" || req.path == "/") return httplib::Server::HandlerResponse::Unhandled;
-      const std::string auth = req.get_header_value("Authorization");
-      if (auth.rfind("Bearer ", 0) == 0 && same_key(options.api_key, auth.substr(7)))
-        return httplib::Server::HandlerResponse::Unhandled;
-      send_error(res, 401, auth.empty() ? "this server needs an API key: send 'Authorization: Bearer KEY'" : "the API key is not valid");
-      res.set_header("WWW-Authenticate", "Bearer");
-      res.set_header("Connection", "close");  // the body (if any) was not read
-      return httplib::Server::HandlerResponse::Handled;
+      // Bound to loopback without a key, only requests addressed to this machine by name are
+      // answered: a web page whose name a DNS rebinding points at 127.0.0.1 sends its own name.
+      if (options.api_key.empty() && loopback_only && !loopback_host(req.get_header_value("Host"))) {
+        send_error(res, 403, fmt::format("Host '{}' is not this server's address; use http://127.0.0.1:PORT or localhost, or "
+                                         "serve with --api-key-file",
+                                         req.get_header_value("Host")));
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      // GET routes carry no body: their key is checked here (POST routes check it after reading theirs).
+      if ((req.method == "GET" || req.method == "HEAD") && req.path != "/health" && req.path != "/" && !authorized(req, res))
+        return httplib::Server::HandlerResponse::Handled;
+      return httplib::Server::HandlerResponse::Unhandled;
     });
     // Errors httplib answers itself (no route, a body over the limit, a request it cannot parse)
     // get the same JSON shape as the routes' own.
@@ -355,14 +402,14 @@ int Server::bind() {
   // and take half its connections; SO_REUSEADDR alone restarts cleanly after TIME_WAIT and makes
   // a busy port an error. The socket is kept to widen httplib 0.11's listen backlog of 5, which
   // drops the SYNs of a burst of new clients (each then waits a 1 s retransmit).
-  int socket_fd = -1;
-  impl_->http.set_socket_options([&socket_fd](socket_t sock) {
+  auto socket_fd = std::make_shared<int>(-1);
+  impl_->http.set_socket_options([socket_fd](socket_t sock) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    socket_fd = sock;
+    *socket_fd = sock;
   });
   const int port = o.port == 0 ? impl_->http.bind_to_any_port(o.host) : (impl_->http.bind_to_port(o.host, o.port) ? o.port : -1);
-  if (port > 0 && socket_fd >= 0) ::listen(socket_fd, SOMAXCONN);  // Linux: a second listen() sets the backlog
+  if (port > 0 && *socket_fd >= 0) ::listen(*socket_fd, SOMAXCONN);  // Linux: a second listen() sets the backlog
   if (port <= 0)
     throw std::runtime_error(fmt::format("cannot listen on {}:{} ({}): another process may hold the port, or the address is "
                                          "not this machine's",

@@ -7,8 +7,10 @@
 //   GET  /health, GET /metrics (Prometheus text), GET / (the search page)
 //
 // With an API key every route but /health and the page itself (static HTML that holds no data;
-// it sends the key with each of its requests) needs `Authorization: Bearer KEY`. Every error is
-// a JSON body {"error": {"message", "type", "code"}} with a 4xx/5xx status; the server stays up.
+// it sends the key with each of its requests) needs `Authorization: Bearer KEY`; without one, a
+// server bound to loopback answers only requests whose Host names loopback (DNS rebinding).
+// Every error is a JSON body {"error": {"message", "type", "code"}} with a 4xx/5xx status; the
+// server stays up.
 #pragma once
 
 #include "serve/engine.h"
@@ -38,7 +40,8 @@ class Server {
   ~Server();
   /// Binds host:port; returns the port (the chosen one for port 0). Throws naming host:port.
   int bind();
-  /// Serves until stop(); returns after every request already accepted has been answered.
+  /// Serves until stop(); returns once the requests being handled are answered (connections
+  /// still waiting for a free HTTP thread are closed unanswered).
   void listen();
   /// From any thread (a signal-waiting one): stop accepting, let in-flight requests finish.
   void stop();
@@ -47,6 +50,9 @@ class Server {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+/// 127.x.y.z, localhost or ::1.
+bool is_loopback(const std::string& host);
 
 /// The search page served at GET /.
 const char* search_page_html();

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <unordered_set>
 
 namespace torchclip {
 
@@ -90,7 +91,7 @@ std::string read_json_string(std::string_view s, size_t& i) {
 
 class JsonParser {
  public:
-  JsonParser(std::string_view text, int max_depth) : s_(text), max_depth_(max_depth) {}
+  JsonParser(std::string_view text, int max_depth, int64_t max_values) : s_(text), max_depth_(max_depth), max_values_(max_values) {}
 
   JsonValue document() {
     skip_space();
@@ -113,6 +114,7 @@ class JsonParser {
 
   JsonValue value(int depth) {
     if (i_ >= s_.size()) fail("a value was expected");
+    if (++values_ > max_values_) fail(fmt::format("more than {} values", max_values_));
     JsonValue v;
     const char c = s_[i_];
     if (c == '{' || c == '[') {
@@ -143,16 +145,16 @@ class JsonParser {
       ++i_;
       return;
     }
+    std::unordered_set<std::string> seen;
     for (;;) {
       skip_space();
       if (i_ >= s_.size() || s_[i_] != '"') fail("a key (a string in double quotes) was expected");
       const size_t key_at = i_;
       std::string key = string();
-      for (const auto& k : v.keys_)
-        if (k == key) {
-          i_ = key_at;
-          fail(fmt::format("key \"{}\" appears twice", key));
-        }
+      if (!seen.insert(key).second) {
+        i_ = key_at;
+        fail(fmt::format("key \"{}\" appears twice", key));
+      }
       skip_space();
       if (i_ >= s_.size() || s_[i_] != ':') fail("':' was expected after the key");
       ++i_;
@@ -239,10 +241,13 @@ class JsonParser {
 
   std::string_view s_;
   int max_depth_;
+  int64_t max_values_, values_ = 0;
   size_t i_ = 0;
 };
 
-JsonValue JsonValue::parse(std::string_view text, int max_depth) { return JsonParser(text, max_depth).document(); }
+JsonValue JsonValue::parse(std::string_view text, int max_depth, int64_t max_values) {
+  return JsonParser(text, max_depth, max_values).document();
+}
 
 const char* JsonValue::type_name() const {
   switch (type_) {

@@ -30,8 +30,10 @@ class JsonValue {
  public:
   enum class Type { kNull, kBool, kNumber, kString, kArray, kObject };
 
-  /// Parses the whole of `text` (one value, surrounding whitespace allowed). Throws JsonError.
-  static JsonValue parse(std::string_view text, int max_depth = 64);
+  /// Parses the whole of `text` (one value, surrounding whitespace allowed). Throws JsonError,
+  /// also past `max_depth` levels of nesting or `max_values` values in all (each value takes
+  /// about 100 bytes: the budget bounds what a small body can make the reader allocate).
+  static JsonValue parse(std::string_view text, int max_depth = 64, int64_t max_values = int64_t{1} << 24);
 
   Type type() const { return type_; }
   /// "null", "boolean", "number", "string", "array" or "object": for messages.
