@@ -172,7 +172,7 @@ int search_main(const Argv& argv) {
       if (!line.empty()) queries.push_back(line);
     if (queries.empty()) throw UsageError("no query: give --query TEXT, --image PATH, or queries on stdin");
   }
-  auto index = ImageIndex::open(index_path);
+  auto index = ImageIndex::open(index_path, /*load_ann=*/!exact);  // --exact needs no FAISS index
   auto m = load_model_dir(model_dir, device);
   check_index_model(index, index_path, m);
   const ResizeMode resize = index_resize_mode(index, index_path);  // how the index's images were resized, for an image query

@@ -32,6 +32,9 @@
 namespace torchclip {
 
 std::string default_ann_type(int64_t rows, int64_t dim, int64_t memory_bytes) {
+#if !TORCHCLIP_HAVE_FAISS
+  return "exact";  // a build without FAISS has only the exact scan
+#endif
   if (rows <= 100000) return "exact";
   const int64_t hnsw_bytes = rows * (dim * 4 + 32 * 2 * 8);  // float rows + links at M = 32
   if (hnsw_bytes <= memory_bytes / 4) return "hnsw";
@@ -116,16 +119,18 @@ AnnIndex AnnIndex::build(const at::Tensor& rows, const AnnOptions& o) {
       a.index_.reset(new faiss::IndexFlatIP(E));
     } else if (type == "hnsw") {
       if (o.hnsw_m() < 4 || o.hnsw_m() > 256) throw std::invalid_argument(fmt::format("--hnsw-m {}: must be from 4 to 256", o.hnsw_m()));
-      // L2, not inner product: on unit rows and queries ||x - q||^2 = 2 - 2 x.q, the same order.
-      // FAISS's inner-product graph missed the best row among near-duplicate images where the L2
-      // graph found it (tools test); the L2 distances' scores are replaced by exact ones below.
+      // L2: on unit rows and queries ||x - q||^2 = 2 - 2 x.q, the same order as inner product, and
+      // the metric HNSW's graph construction is made for. (An inner-product graph missed the best
+      // of near-duplicate rows in the tools test, though at a search breadth of 16, before ef was
+      // applied as below; not measured since.) Scores are replaced by exact ones in search().
       a.index_.reset(new faiss::IndexHNSWFlat(static_cast<int>(E), static_cast<int>(o.hnsw_m()), faiss::METRIC_L2));
       info["hnsw_m"] = std::to_string(o.hnsw_m());
     } else if (type == "ivf-flat" || type == "ivf-pq") {
       const int64_t nlist = o.nlist() > 0 ? o.nlist() : std::clamp<int64_t>(pow2_near(2 * std::sqrt(static_cast<double>(N))), 16, 65536);
       // More lists than rows would leave lists empty (and k-means needs a training row per list).
       if (nlist > N)
-        throw std::invalid_argument(fmt::format("--nlist {} is more than the {} rows to index: give at most {}", nlist, N, N));
+        throw std::invalid_argument(fmt::format("{} {} is more than the {} rows to index: give --nlist {} or fewer",
+                                                o.nlist() > 0 ? "--nlist" : "the default nlist (2 sqrt(rows), at least 16)", nlist, N, N));
       const int64_t train = o.train_rows() > 0 ? std::min(o.train_rows(), N) : std::min(N, std::max<int64_t>(256, 40 * nlist));  // FAISS asks for 39 per list
       if (train < nlist)
         throw std::invalid_argument(fmt::format("--train-rows {} is fewer than --nlist {}: k-means needs a row per list", train, nlist));
@@ -144,7 +149,7 @@ AnnIndex AnnIndex::build(const at::Tensor& rows, const AnnOptions& o) {
       }
       quantizer.release();
       ivf->own_fields = true;  // the IVF index deletes its quantizer
-      ivf->nprobe = static_cast<size_t>(std::clamp<int64_t>(nlist / 32, 8, nlist));
+      ivf->nprobe = static_cast<size_t>(std::min(nlist, std::max<int64_t>(8, nlist / 32)));
       auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed());
       const auto pick = at::randperm(N, gen, at::kLong).slice(0, 0, train);  // [train]
       const auto sample = rows.index_select(0, pick).to(at::kFloat).contiguous();
@@ -170,13 +175,21 @@ AnnIndex AnnIndex::refill(const at::Tensor& rows) const {
       ivf && !dynamic_cast<const faiss::ArrayInvertedLists*>(ivf->invlists))
     throw std::invalid_argument("this FAISS index was merged from shards (its lists are on disk): update the shards and merge "
                                 "them again with torchclip index --merge");
+  if (!dynamic_cast<const faiss::IndexIVF*>(index_.get())) {
+    // Flat and HNSW have no training to keep: built again with the same parameters. (FAISS
+    // 1.7.3's clone_index copies an IndexHNSWFlat as a bare IndexHNSW, which cannot be saved.)
+    const auto m = info_.find("hnsw_m");
+    AnnIndex a = build(rows, AnnOptions().type(type()).hnsw_m(m == info_.end() ? 32 : std::stoll(m->second)));
+    a.info_["train_id"] = info_.at("train_id");
+    return a;
+  }
   AnnIndex a;
   a.info_ = info_;
   a.info_["rows"] = std::to_string(rows.size(0));
   a.info_["build_id"] = new_build_id();
   try {
     a.index_.reset(faiss::clone_index(index_.get()));
-    a.index_->reset();  // IVF keeps its centroids and codebooks; flat and HNSW start empty
+    a.index_->reset();  // IVF keeps its centroids and codebooks
     add_all(*a.index_, rows);
   } catch (const faiss::FaissException& e) {
     throw std::runtime_error(fmt::format("FAISS could not update the {} index: {}", type(), e.msg));
@@ -185,8 +198,8 @@ AnnIndex AnnIndex::refill(const at::Tensor& rows) const {
 }
 
 AnnIndex AnnIndex::merge_on_disk(std::vector<AnnIndex> parts, const std::vector<std::vector<int64_t>>& id_maps,
-                                 const std::string& ivfdata_path) {
-  TORCH_CHECK(!parts.empty() && parts.size() == id_maps.size(), "ann: merge needs one id map per part");
+                                 const std::vector<std::string>& names, const std::string& ivfdata_prefix) {
+  TORCH_CHECK(!parts.empty() && parts.size() == id_maps.size() && parts.size() == names.size(), "ann: merge needs one id map per part");
   const std::string type = parts[0].type();
   if (type != "ivf-flat" && type != "ivf-pq")
     throw std::invalid_argument(fmt::format("merging needs IVF indexes (--type ivf-flat or ivf-pq), not {}", type));
@@ -195,17 +208,18 @@ AnnIndex AnnIndex::merge_on_disk(std::vector<AnnIndex> parts, const std::vector<
   for (size_t p = 0; p < parts.size(); ++p) {
     auto& part = parts[p];
     if (part.type() != type || part.info_.at("train_id") != parts[0].info_.at("train_id"))
-      throw std::invalid_argument(fmt::format("part {} ({}, training {}) was not trained with part 0 ({}, training {}): build every "
-                                              "shard with --trained FIRST_SHARD so that they share centroids and codebooks",
-                                              p, part.type(), part.info_.at("train_id"), type, parts[0].info_.at("train_id")));
+      throw std::invalid_argument(fmt::format("{} ({}, training {}) was not trained with {} ({}, training {}): build every shard "
+                                              "with --trained FIRST_SHARD so that they share centroids and codebooks",
+                                              names[p], part.type(), part.info_.at("train_id"), names[0], type,
+                                              parts[0].info_.at("train_id")));
     auto* ivf = dynamic_cast<faiss::IndexIVF*>(part.index_.get());
     auto* array = ivf ? dynamic_cast<faiss::ArrayInvertedLists*>(ivf->invlists) : nullptr;
-    if (!array) throw std::invalid_argument(fmt::format("part {}: its inverted lists are not in memory (a merged index?)", p));
+    if (!array) throw std::invalid_argument(fmt::format("{}: was merged already (its lists are on disk): merge its shards", names[p]));
     const auto& map = id_maps[p];
     for (auto& ids : array->ids)  // row numbers of the part -> rows of the merged index
       for (auto& id : ids) {
         if (id < 0 || id >= static_cast<int64_t>(map.size()))
-          throw std::runtime_error(fmt::format("part {}: id {} is past its {} rows", p, id, map.size()));
+          throw std::runtime_error(fmt::format("{}: id {} is past its {} rows", names[p], id, map.size()));
         id = map[static_cast<size_t>(id)];
       }
     lists.push_back(array);
@@ -215,11 +229,24 @@ AnnIndex AnnIndex::merge_on_disk(std::vector<AnnIndex> parts, const std::vector<
   merged.info_ = parts[0].info_;
   merged.info_["rows"] = std::to_string(total);
   merged.info_["build_id"] = new_build_id();
+  // Named by the build: an index being searched keeps its own lists until this one replaces it.
+  const std::string ivfdata_path = fmt::format("{}.{}.ivfdata", ivfdata_prefix, merged.info_["build_id"]);
   merged.info_["ivfdata"] = std::filesystem::path(ivfdata_path).filename().string();
+  struct RemoveUnlessKept {  // a failed merge leaves no partial lists behind
+    const std::string& path;
+    bool keep = false;
+    ~RemoveUnlessKept() {
+      if (!keep) std::remove(path.c_str());
+    }
+  } cleanup{ivfdata_path};
   try {
     auto* first = dynamic_cast<faiss::IndexIVF*>(parts[0].index_.get());
     auto on_disk = std::make_unique<faiss::OnDiskInvertedLists>(first->nlist, first->code_size, ivfdata_path.c_str());
     on_disk->merge_from(lists.data(), static_cast<int>(lists.size()));
+    if (const int fd = ::open(ivfdata_path.c_str(), O_RDONLY); fd >= 0) {  // on disk before an index names it
+      ::fsync(fd);
+      ::close(fd);
+    }
     std::unique_ptr<faiss::IndexIVF> index(dynamic_cast<faiss::IndexIVF*>(faiss::clone_index(first)));
     index->replace_invlists(on_disk.release(), /*own=*/true);
     index->ntotal = total;
@@ -227,6 +254,7 @@ AnnIndex AnnIndex::merge_on_disk(std::vector<AnnIndex> parts, const std::vector<
   } catch (const faiss::FaissException& e) {
     throw std::runtime_error(fmt::format("FAISS could not merge into {}: {}", ivfdata_path, e.msg));
   }
+  cleanup.keep = true;
   return merged;
 }
 
@@ -318,6 +346,15 @@ AnnIndex AnnIndex::load(const std::string& path, const std::string& model_finger
     throw std::runtime_error(fmt::format("{}: FAISS could not read it: {}", path, e.msg));
   }
   if (a.index_->ntotal != rows) throw std::runtime_error(fmt::format("{}: holds {} rows, not {}", path, a.index_->ntotal, rows));
+  if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(a.index_.get())) {
+    if (const auto* od = dynamic_cast<const faiss::OnDiskInvertedLists*>(ivf->invlists)) {  // mapped: short would be SIGBUS
+      std::error_code ec;
+      const auto size = std::filesystem::file_size(od->filename, ec);
+      if (ec || size < od->totsize)
+        throw std::runtime_error(fmt::format("{}: its lists file {} is {} bytes, {} expected (truncated or missing)", path,
+                                             od->filename, ec ? 0 : size, od->totsize));
+    }
+  }
   return a;
 }
 
@@ -329,7 +366,11 @@ std::vector<std::vector<SearchHit>> AnnIndex::search(const at::Tensor& queries, 
   // are L2 distances, and fp16-rounded rows are not exactly unit (x.q = 1 - |x - q|^2 / 2 is off
   // by ~1e-4): its k rows are rescored too.
   const bool rerank = type() == "ivf-pq" || type() == "hnsw";
-  const int64_t want = std::min<int64_t>(N, type() == "ivf-pq" ? std::max(k, o.candidates()) : k);
+  // HNSW's search breadth: FAISS 1.7.3 sizes its queue by the index's efSearch or the rows asked
+  // for, whichever is larger (the parameter's efSearch only stops the search sooner), so ef rows
+  // are asked for, rescored, and cut to k.
+  const int64_t ef = type() == "hnsw" ? (o.ef_search() > 0 ? o.ef_search() : std::max<int64_t>(64, 2 * k)) : 0;
+  const int64_t want = std::min<int64_t>(N, type() == "ivf-pq" ? std::max(k, o.candidates()) : std::max(k, ef));
   std::vector<float> scores(static_cast<size_t>(Q * want));
   std::vector<faiss::Index::idx_t> labels(static_cast<size_t>(Q * want));
   faiss::SearchParametersIVF ivf;
@@ -339,7 +380,7 @@ std::vector<std::vector<SearchHit>> AnnIndex::search(const at::Tensor& queries, 
     ivf.nprobe = static_cast<size_t>(o.nprobe() > 0 ? o.nprobe() : number(info_, "nprobe"));
     params = &ivf;
   } else if (type() == "hnsw") {
-    hnsw.efSearch = static_cast<int>(o.ef_search() > 0 ? o.ef_search() : std::max<int64_t>(64, 2 * want));
+    hnsw.efSearch = static_cast<int>(want);
     params = &hnsw;
   }
   try {
@@ -385,7 +426,8 @@ namespace {
 }  // namespace
 AnnIndex AnnIndex::build(const at::Tensor&, const AnnOptions& o) { no_faiss("index --type " + o.type()); }
 AnnIndex AnnIndex::refill(const at::Tensor&) const { no_faiss("updating a FAISS index"); }
-AnnIndex AnnIndex::merge_on_disk(std::vector<AnnIndex>, const std::vector<std::vector<int64_t>>&, const std::string& path) {
+AnnIndex AnnIndex::merge_on_disk(std::vector<AnnIndex>, const std::vector<std::vector<int64_t>>&, const std::vector<std::string>&,
+                                 const std::string& path) {
   no_faiss("merging FAISS indexes into " + path);
 }
 int64_t AnnIndex::save(const std::string& path) const { no_faiss(path); }

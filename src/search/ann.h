@@ -39,15 +39,17 @@ class AnnIndex {
   /// normalised) with its row number as id. Throws naming the option for impossible parameters.
   static AnnIndex build(const at::Tensor& rows, const AnnOptions& options);
   /// The same trained index (IVF centroids and codebooks) emptied and filled with `rows`: an
-  /// update embeds only new files and does not retrain; HNSW rebuilds its graph.
+  /// update embeds only new files and does not retrain; flat and HNSW (no training) are built
+  /// again with the same parameters.
   AnnIndex refill(const at::Tensor& rows) const;
 
   /// IVF indexes built from one training (build() once, then refill() per shard: the same
-  /// train_id) merged into one whose inverted lists are FAISS's on-disk lists in `ivfdata_path`,
-  /// memory-mapped when read, as FAISS does for billion-row indexes. `id_maps[s][r]` is the merged
-  /// row of row r of part s. Throws naming the part trained apart or of another type.
+  /// train_id) merged into one whose inverted lists are FAISS's on-disk lists, memory-mapped when
+  /// read, as FAISS does for billion-row indexes: PREFIX.<build id>.ivfdata, fsynced, removed if
+  /// the merge fails. `id_maps[s][r]` is the merged row of row r of part s; `names` name the parts
+  /// in errors (one trained apart, of another type, or merged already).
   static AnnIndex merge_on_disk(std::vector<AnnIndex> parts, const std::vector<std::vector<int64_t>>& id_maps,
-                                const std::string& ivfdata_path);
+                                const std::vector<std::string>& names, const std::string& ivfdata_prefix);
 
   /// Writes PATH (the header, then FAISS's own format) atomically; returns FAISS's bytes.
   int64_t save(const std::string& path) const;

@@ -212,6 +212,27 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
     }
     for (int64_t i = 0; i < old.size(); ++i) old_rows.emplace(old.paths[i], i);
   }
+  // The FAISS side is checked before any image is embedded: another index's training to reuse
+  // (shards), and an update of a merged index (whose lists are on disk: merge its shards again).
+  std::string type = o.ann().type();
+  std::shared_ptr<const AnnIndex> trained;  // another index's training to reuse (shards)
+  if (!o.trained().empty()) {
+    auto t = ImageIndex::open(o.trained());
+    if (t.model_fingerprint() != m.fingerprint)
+      throw std::runtime_error(fmt::format("--trained {}: built by another model (fingerprint {}, this model {})", o.trained(),
+                                           t.model_fingerprint(), m.fingerprint));
+    if (!t.ann || (t.ann->type() != "ivf-flat" && t.ann->type() != "ivf-pq"))
+      throw std::invalid_argument(fmt::format("--trained {}: it has no IVF index to take the training of (its type: {})", o.trained(),
+                                              t.ann ? t.ann->type() : "exact"));
+    if (type != "auto" && type != t.ann->type())
+      throw std::invalid_argument(fmt::format("--type {} differs from --trained {}'s {}", type, o.trained(), t.ann->type()));
+    trained = t.ann;
+    type = trained->type();
+  }
+  if (old.info.count("ann_ivfdata") && !trained && !o.retrain() && (type == "auto" || type == old.info["ann_type"]))
+    throw std::invalid_argument(fmt::format("{} was merged from shards (its FAISS lists are on disk): update the shards and merge "
+                                            "them again with torchclip index --merge, or rebuild it whole with --retrain",
+                                            out));
   std::vector<int64_t> keep_rows;
   std::vector<std::string> keep_paths, to_embed;
   std::vector<std::pair<int64_t, int64_t>> to_embed_stats;
@@ -344,22 +365,8 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
             {"created", old.info.count("created") ? old.info.at("created") : now_iso8601()}};
   // The FAISS index beside it, written first: the safetensors file that names its build id
   // replaces the old one only once the FAISS file it names is in place.
-  std::string type = o.ann().type();
-  std::shared_ptr<const AnnIndex> trained;  // another index's training to reuse (shards)
-  if (!o.trained().empty()) {
-    auto t = ImageIndex::open(o.trained());
-    if (t.model_fingerprint() != m.fingerprint)
-      throw std::runtime_error(fmt::format("--trained {}: built by another model (fingerprint {}, this model {})", o.trained(),
-                                           t.model_fingerprint(), m.fingerprint));
-    if (!t.ann || (t.ann->type() != "ivf-flat" && t.ann->type() != "ivf-pq"))
-      throw std::invalid_argument(fmt::format("--trained {}: it has no IVF index to take the training of (its type: {})", o.trained(),
-                                              t.ann ? t.ann->type() : "exact"));
-    if (type != "auto" && type != t.ann->type())
-      throw std::invalid_argument(fmt::format("--type {} differs from --trained {}'s {}", type, o.trained(), t.ann->type()));
-    trained = t.ann;
-    type = trained->type();
-  }
-  if (type == "auto") type = old.ann ? old.ann->type() : default_ann_type(x.size(), E, memory_bytes());  // an update keeps its type
+  if (type == "auto")  // an update keeps its type, even when its FAISS file went missing or stale
+    type = old.info.count("ann_type") ? old.info.at("ann_type") : default_ann_type(x.size(), E, memory_bytes());
   const std::string faiss_file = ann_path(out);
   if (type != "exact" && x.size() > 0) {
     const auto a0 = std::chrono::steady_clock::now();
@@ -384,6 +391,8 @@ IndexReport build_index(LoadedModel& m, const std::vector<std::string>& images, 
   }
   x.save(out);
   if (type == "exact" || x.size() == 0) std::remove(faiss_file.c_str());  // a FAISS file of an earlier build is stale now
+  if (old.info.count("ann_ivfdata"))  // a merged index rebuilt whole: its on-disk lists are no one's now
+    std::remove((fs::path(out).parent_path() / old.info["ann_ivfdata"]).c_str());
   r.total = x.size();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
@@ -394,12 +403,13 @@ IndexReport merge_indexes(const std::vector<std::string>& shards, const std::str
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<ImageIndex> parts;
   for (const auto& p : shards) {
-    parts.push_back(ImageIndex::open(p));
+    parts.push_back(ImageIndex::open(p, /*load_ann=*/false));  // FAISS indexes loaded once, below, to merge
     const auto& x = parts.back();
     if (x.model_fingerprint() != parts[0].model_fingerprint())
       throw std::runtime_error(fmt::format("{}: built by model fingerprint {}, {} by {}: shards must come from one model", p,
                                            x.model_fingerprint(), shards[0], parts[0].model_fingerprint()));
-    if (!x.ann) throw std::invalid_argument(fmt::format("{}: has no FAISS index (build shards with --type ivf-pq or ivf-flat)", p));
+    if (!x.info.count("ann_type") || x.info.at("ann_type") == "exact")
+      throw std::invalid_argument(fmt::format("{}: has no FAISS index (build shards with --type ivf-pq or ivf-flat)", p));
     if (x.embeddings.scalar_type() != parts[0].embeddings.scalar_type() || x.int8.codes.defined() != parts[0].int8.codes.defined())
       throw std::invalid_argument(fmt::format("{}: its --dtype differs from {}'s", p, shards[0]));
   }
@@ -443,8 +453,8 @@ IndexReport merge_indexes(const std::vector<std::string>& shards, const std::str
     anns.push_back(AnnIndex::load(ann_path(shards[p]), parts[p].model_fingerprint(), parts[p].size(), id->second));
   }
   const std::string previous = fs::exists(out) ? ImageIndex::open(out, false).info["ann_ivfdata"] : "";
-  const std::string ivfdata = fmt::format("{}.{}.ivfdata", ann_path(out), std::chrono::steady_clock::now().time_since_epoch().count());
-  AnnIndex merged = AnnIndex::merge_on_disk(std::move(anns), id_maps, ivfdata);
+  AnnIndex merged = AnnIndex::merge_on_disk(std::move(anns), id_maps, shards, ann_path(out));
+  const std::string ivfdata = (fs::path(out).parent_path() / merged.info()["ivfdata"]).string();
   merged.info()["model_fingerprint"] = parts[0].model_fingerprint();
   IndexReport r;
   r.ann_bytes = merged.save(ann_path(out));
