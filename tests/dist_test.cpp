@@ -25,6 +25,11 @@ using test::all_close;
 
 /// Runs fn(group) on `world` ranks (threads) and rethrows the first rank's error.
 void on_ranks(int world, const std::function<void(dist::Group&)>& fn, double timeout = 30) {
+  // c10d's flight recorder is one per process; process groups of several ranks in one process
+  // race on it (a rank thread was seen spinning forever in FlightRecorder::record, and one
+  // crashed). Real ranks are processes, each with its own; this harness turns it off.
+  static const int no_recorder = ::setenv("TORCH_FR_BUFFER_SIZE", "0", 1);
+  (void)no_recorder;
   const int port = dist::free_local_port();
   std::vector<std::exception_ptr> errors(world);
   std::vector<std::thread> threads;
@@ -128,7 +133,7 @@ TEST(Dist, GradientAveragerMeansEveryGradientInSeveralBuckets) {
     params[1].mutable_grad() = at::arange(5, at::kFloat) * (r + 1);
     if (g.rank() == 0) params[2].mutable_grad() = at::full({2, 2}, 4.0);  // rank 1: no gradient this step
     params[3].mutable_grad() = at::full({7}, r == 0 ? -2.0 : 6.0);
-    dist::GradientAverager avg(shared(g), params, /*bucket_bytes=*/40);
+    dist::GradientAverager avg(shared(g), params, dist::AveragerOptions().bucket_bytes(40));
     EXPECT_GE(avg.buckets(), 3);
     avg.average();
     EXPECT_TRUE(params[0].grad().equal(at::full({3, 4}, 1.5)));
@@ -146,7 +151,7 @@ TEST(Dist, GradientAveragerOverlapsBackwardWithTheSameAverages) {
     const double r = static_cast<double>(g.rank());
     std::vector<at::Tensor> params;
     for (int64_t n : {6, 4, 9, 3, 5}) params.push_back(at::ones({n}).requires_grad_(true));
-    dist::GradientAverager avg(shared(g), params, /*bucket_bytes=*/40);
+    dist::GradientAverager avg(shared(g), params, dist::AveragerOptions().bucket_bytes(40));
     ASSERT_GE(avg.buckets(), 3);
     auto backward = [&](double scale) {  // d/dp_i of sum_i (c_i * p_i^2).sum() = 2 c_i p_i, c_i = scale (i + 1)
       at::Tensor loss = at::zeros({});
@@ -172,6 +177,59 @@ TEST(Dist, GradientAveragerOverlapsBackwardWithTheSameAverages) {
     EXPECT_EQ(avg.last_overlap().started_in_backward, 0);
     for (size_t i = 0; i < params.size(); ++i)
       EXPECT_TRUE(all_close(params[i].grad(), at::full_like(params[i], 3.0 * (i + 1)))) << i;
+  });
+}
+
+// ZeRO's partition: contiguous runs in backward (reverse) order with about equal bytes, whole
+// tensors only; a tensor goes to the side of the mark where most of it lies.
+TEST(Dist, PartitionCutsReverseOrderIntoRunsOfAboutEqualBytes) {
+  auto sized = [](std::vector<int64_t> n) {
+    std::vector<at::Tensor> v;
+    for (auto x : n) v.push_back(at::zeros({x}));
+    return v;
+  };
+  EXPECT_EQ(dist::partition_parameters(sized({10, 10, 10, 10}), 2), (std::vector<int64_t>{1, 1, 0, 0}));
+  // 103 elements, mark 51.5: the three small ones (reverse order first) and then the big one.
+  EXPECT_EQ(dist::partition_parameters(sized({100, 1, 1, 1}), 2), (std::vector<int64_t>{1, 0, 0, 0}));
+  EXPECT_EQ(dist::partition_parameters(sized({5, 5, 5, 5, 5, 5, 5, 5}), 4), (std::vector<int64_t>{3, 3, 2, 2, 1, 1, 0, 0}));
+  // Fewer tensors than ranks: some rank owns nothing, none owns out of range.
+  const auto few = dist::partition_parameters(sized({7, 7}), 4);
+  for (auto o : few) EXPECT_TRUE(o >= 0 && o < 4);
+  EXPECT_EQ(dist::partition_parameters(sized({3, 4}), 1), (std::vector<int64_t>{0, 0}));
+}
+
+// ZeRO stage 2's reduction: each bucket is summed onto its owner, which gets the mean; the other
+// rank keeps no gradient of it. Then the owners' updated values reach every rank.
+TEST(Dist, ReduceToOwnersKeepsOnlyOwnedGradientsAndBroadcastSendsOwnersValues) {
+  on_ranks(2, [](dist::Group& g) {
+    const double r = static_cast<double>(g.rank());
+    std::vector<at::Tensor> params;
+    for (int64_t n : {6, 4, 9, 3, 5, 8}) params.push_back(at::ones({n}).requires_grad_(true));
+    const auto owners = dist::partition_parameters(params, 2);
+    dist::GradientAverager avg(shared(g), params,
+                               dist::AveragerOptions().bucket_bytes(24).owners(owners).reduce_to_owner(true));
+    EXPECT_GE(avg.buckets(), 3);
+    at::Tensor loss = at::zeros({});
+    for (size_t i = 0; i < params.size(); ++i) loss = loss + ((1.0 + r) * (i + 1) * params[i].pow(2)).sum();
+    avg.arm();
+    loss.backward();  // gradient 2 (i + 1) (1 + r); mean over ranks 3 (i + 1)
+    avg.average();
+    for (size_t i = 0; i < params.size(); ++i) {
+      EXPECT_EQ(avg.owns(i), owners[i] == g.rank());
+      if (avg.owns(i)) {
+        EXPECT_TRUE(all_close(params[i].grad(), at::full_like(params[i], 3.0 * (i + 1)))) << i;
+      } else {
+        EXPECT_FALSE(params[i].grad().defined()) << i;
+      }
+    }
+    {
+      at::NoGradGuard no_grad;
+      for (size_t i = 0; i < params.size(); ++i)
+        params[i].fill_(avg.owns(i) ? 10.0 * (i + 1) + owners[i] : -1.0);  // -1: the stale copies
+    }
+    avg.broadcast_from_owners();
+    for (size_t i = 0; i < params.size(); ++i)
+      EXPECT_TRUE(params[i].equal(at::full_like(params[i], 10.0 * (i + 1) + owners[i]))) << i;
   });
 }
 

@@ -43,6 +43,9 @@ enum class NormalizeOn { kAuto, kWorker, kDevice };
 enum class ScheduleKind { kCosine, kConst, kConstCooldown };
 /// c10d backend: gloo on CPU and nccl on CUDA (auto), or one of them.
 enum class Backend { kAuto, kGloo, kNccl };
+/// ZeRO sharding of data-parallel training: none, the optimizer state (stage 1), or the
+/// optimizer state and the averaged gradients (stage 2).
+enum class Shard { kNone, kOptimizer, kGradients };
 
 /// The names of an enum's values, in declaration order (as written in YAML and on flags).
 template <typename E>
@@ -69,6 +72,7 @@ TORCHCLIP_ENUM_NAMES(ResizeMode, "pil", "fast")
 TORCHCLIP_ENUM_NAMES(NormalizeOn, "auto", "worker", "device")
 TORCHCLIP_ENUM_NAMES(ScheduleKind, "cosine", "const", "const-cooldown")
 TORCHCLIP_ENUM_NAMES(Backend, "auto", "gloo", "nccl")
+TORCHCLIP_ENUM_NAMES(Shard, "none", "optimizer", "gradients")
 #undef TORCHCLIP_ENUM_NAMES
 
 /// The name of `value` ("tok", "semi-hard", ...).

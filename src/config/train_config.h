@@ -94,6 +94,9 @@ struct DistCfg {
   TORCH_ARG(double, bucket_mb) = 25;
   /// Every N steps, verify all ranks hold bit-identical parameters (0: never).
   TORCH_ARG(int64_t, check_every) = 0;
+  /// ZeRO: each rank keeps the AdamW moments of its share of the parameters (optimizer), and
+  /// also only its share of the averaged gradients (gradients); none: every rank holds all.
+  TORCH_ARG(Shard, shard) = Shard::kNone;
 };
 
 struct TrainConfig {

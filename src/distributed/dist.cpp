@@ -205,11 +205,32 @@ void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
   for (auto& p : pending) p.wait();
 }
 
-Group::Pending Group::all_reduce_sum_async(const at::Tensor& tensor) {
+namespace {
+
+/// Starts `issue(tensors)` on a one-tensor list; errors then and at the wait name `what`.
+template <typename Issue>
+Group::Pending start_one(Group::Impl* impl, const char* what, const at::Tensor& tensor, Issue issue) {
   std::vector<at::Tensor> one{tensor};
-  auto work = impl_->guarded("all-reduce", [&] { return impl_->pg->allreduce(one); });
-  Impl* impl = impl_.get();
-  return {[impl, work] { impl->wait(work, "all-reduce"); }, [work] { return work->isCompleted(); }};
+  auto work = impl->guarded(what, [&] { return issue(one); });
+  return {[impl, work, what] { impl->wait(work, what); }, [work] { return work->isCompleted(); }};
+}
+
+}  // namespace
+
+Group::Pending Group::all_reduce_sum_async(const at::Tensor& tensor) {
+  return start_one(impl_.get(), "all-reduce", tensor, [&](std::vector<at::Tensor>& t) { return impl_->pg->allreduce(t); });
+}
+
+Group::Pending Group::reduce_sum_async(const at::Tensor& tensor, int64_t root) {
+  c10d::ReduceOptions ro;
+  ro.rootRank = root;
+  return start_one(impl_.get(), "reduce", tensor, [&](std::vector<at::Tensor>& t) { return impl_->pg->reduce(t, ro); });
+}
+
+Group::Pending Group::broadcast_async(const at::Tensor& tensor, int64_t root) {
+  c10d::BroadcastOptions bo;
+  bo.rootRank = root;
+  return start_one(impl_.get(), "broadcast", tensor, [&](std::vector<at::Tensor>& t) { return impl_->pg->broadcast(t, bo); });
 }
 
 std::vector<at::Tensor> Group::all_gather(const at::Tensor& local) {
@@ -320,17 +341,45 @@ struct ReadyHook : public torch::autograd::PostAccumulateGradHook {
 
 }  // namespace
 
-GradientAverager::GradientAverager(std::shared_ptr<Group> group, std::vector<at::Tensor> params, int64_t bucket_bytes)
-    : group_(std::move(group)), params_(std::move(params)), state_(std::make_unique<State>()) {
+std::vector<int64_t> partition_parameters(const std::vector<at::Tensor>& params, int64_t world) {
+  TORCH_CHECK(world >= 1, "partition_parameters: world must be >= 1");
+  auto bytes = [](const at::Tensor& p) { return p.numel() * static_cast<int64_t>(p.element_size()); };
+  int64_t total = 0;
+  for (const auto& p : params) total += bytes(p);
+  // Walk backward order; rank r takes parameters until the running total passes (r + 1) / world
+  // of the whole, cutting before a tensor when that lands nearer the mark than after it.
+  std::vector<int64_t> owner(params.size(), 0);
+  int64_t rank = 0, so_far = 0;
+  for (size_t k = params.size(); k-- > 0;) {
+    const int64_t b = bytes(params[k]);
+    while (rank + 1 < world) {
+      const double mark = static_cast<double>(total) * static_cast<double>(rank + 1) / static_cast<double>(world);
+      if (so_far + b / 2.0 <= mark) break;  // most of this tensor lies before the mark: it stays
+      ++rank;
+    }
+    owner[k] = rank;
+    so_far += b;
+  }
+  return owner;
+}
+
+GradientAverager::GradientAverager(std::shared_ptr<Group> group, std::vector<at::Tensor> params, AveragerOptions options)
+    : group_(std::move(group)), params_(std::move(params)), options_(std::move(options)), state_(std::make_unique<State>()) {
+  const int64_t bucket_bytes = options_.bucket_bytes();
   TORCH_CHECK(bucket_bytes > 0, "GradientAverager: bucket_bytes must be positive");
+  const auto& owners = options_.owners();
+  TORCH_CHECK(owners.empty() || owners.size() == params_.size(), "GradientAverager: ", owners.size(),
+              " owners for ", params_.size(), " parameters");
+  TORCH_CHECK(!options_.reduce_to_owner() || !owners.empty(), "GradientAverager: reduce_to_owner needs owners");
   std::vector<size_t> bucket;
   int64_t bytes = 0;
   for (size_t k = params_.size(); k-- > 0;) {
     const auto& p = params_[k];
     const int64_t b = p.numel() * static_cast<int64_t>(p.element_size());
-    // A bucket holds one dtype and device, so it flattens into one tensor.
+    // A bucket holds one dtype, device and owner, so it flattens into one tensor.
     if (!bucket.empty() && (bytes + b > bucket_bytes || p.scalar_type() != params_[bucket[0]].scalar_type() ||
-                            p.device() != params_[bucket[0]].device())) {
+                            p.device() != params_[bucket[0]].device() ||
+                            (!owners.empty() && owners[k] != owners[bucket[0]]))) {
       buckets_.push_back(std::move(bucket));
       bucket.clear();
       bytes = 0;
@@ -372,6 +421,12 @@ void GradientAverager::on_gradient(size_t k) {
   while (s.next < buckets_.size() && s.ready[s.next] == buckets_[s.next].size()) start(s.next++);
 }
 
+bool GradientAverager::owns(size_t k) const {
+  return options_.owners().empty() || options_.owners().at(k) == group_->rank();
+}
+
+int64_t GradientAverager::owner_of_bucket(size_t b) const { return options_.owners().at(buckets_[b][0]); }
+
 void GradientAverager::start(size_t b) {
   State& s = *state_;
   std::vector<at::Tensor> parts;
@@ -381,7 +436,51 @@ void GradientAverager::start(size_t b) {
     parts.push_back(p.grad().reshape({-1}));
   }
   s.flat[b] = at::cat(parts);  // [bucket numel]
-  s.pending[b] = group_->all_reduce_sum_async(s.flat[b]);
+  if (!options_.reduce_to_owner()) {
+    s.pending[b] = group_->all_reduce_sum_async(s.flat[b]);
+    return;
+  }
+  const int64_t owner = owner_of_bucket(b);
+  s.pending[b] = group_->reduce_sum_async(s.flat[b], owner);
+  if (owner != group_->rank())  // the packed copy is all the reduce needs: these gradients go now
+    for (size_t k : buckets_[b]) params_[k].mutable_grad() = at::Tensor();
+}
+
+void GradientAverager::broadcast_from_owners() {
+  TORCH_CHECK(!options_.owners().empty(), "GradientAverager::broadcast_from_owners: no owners");
+  at::NoGradGuard no_grad;
+  const int64_t me = group_->rank();
+  std::vector<at::Tensor> flat(buckets_.size());
+  std::vector<Group::Pending> pending(buckets_.size());
+  auto issue = [&](size_t b) {
+    const int64_t owner = owner_of_bucket(b);
+    if (owner == me) {
+      std::vector<at::Tensor> parts;
+      for (size_t k : buckets_[b]) parts.push_back(params_[k].detach().reshape({-1}));
+      flat[b] = at::cat(parts);  // [bucket numel]
+    } else {
+      int64_t n = 0;
+      for (size_t k : buckets_[b]) n += params_[k].numel();
+      flat[b] = at::empty({n}, params_[buckets_[b][0]].options());
+    }
+    pending[b] = group_->broadcast_async(flat[b], owner);
+  };
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    if (b == 0) issue(0);
+    if (b + 1 < buckets_.size()) issue(b + 1);  // two in flight
+    pending[b].wait();
+    if (owner_of_bucket(b) != me) {
+      int64_t off = 0;
+      for (size_t k : buckets_[b]) {
+        auto p = params_[k].detach();
+        const int64_t n = p.numel();
+        p.copy_(flat[b].narrow(0, off, n).view_as(p));
+        off += n;
+      }
+    }
+    flat[b] = at::Tensor();
+    pending[b] = {};
+  }
 }
 
 void GradientAverager::average() {
@@ -398,6 +497,7 @@ void GradientAverager::average() {
   for (size_t b = 0; b < buckets_.size(); ++b) {
     s.pending[b].wait();
     overlap_.bytes += bytes(b);
+    if (options_.reduce_to_owner() && owner_of_bucket(b) != group_->rank()) continue;  // not ours: dropped in start()
     s.flat[b].mul_(inv);
     int64_t off = 0;
     for (size_t k : buckets_[b]) {

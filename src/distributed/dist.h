@@ -70,6 +70,11 @@ class Group {
     std::function<bool()> done;
   };
   Pending all_reduce_sum_async(const at::Tensor& tensor);
+  /// Starts a sum over ranks of `tensor` into `root`'s copy (other ranks' copies are undefined
+  /// afterwards).
+  Pending reduce_sum_async(const at::Tensor& tensor, int64_t root);
+  /// Starts an in-place broadcast of `tensor` from `root`.
+  Pending broadcast_async(const at::Tensor& tensor, int64_t root);
   /// Every rank's `local` in rank order; shapes must match across ranks.
   std::vector<at::Tensor> all_gather(const at::Tensor& local);
   /// In-place broadcast from `root`.
@@ -92,6 +97,23 @@ class Group {
   std::unique_ptr<Impl> impl_;
 };
 
+/// ZeRO's partition of `params` over `world` ranks: whole tensors (as torch's
+/// ZeroRedundancyOptimizer), in reverse order (the order backward produces gradients) cut into
+/// `world` contiguous runs of about equal bytes. Returns each parameter's owner; a rank may own
+/// nothing when there are fewer parameters than ranks.
+std::vector<int64_t> partition_parameters(const std::vector<at::Tensor>& params, int64_t world);
+
+struct AveragerOptions {
+  TORCH_ARG(int64_t, bucket_bytes) = 25 << 20;
+  /// ZeRO: owners[k] is the rank that updates params[k] (partition_parameters); buckets never
+  /// span two owners, and broadcast_from_owners() sends each bucket from its owner. Empty: none.
+  TORCH_ARG(std::vector<int64_t>, owners) = {};
+  /// ZeRO stage 2: each bucket is summed onto its owner alone (the bucket's part of a
+  /// reduce-scatter), and every other rank drops those gradients as soon as the bucket is packed,
+  /// so after average() a rank holds only the gradients of the parameters it owns.
+  TORCH_ARG(bool, reduce_to_owner) = false;
+};
+
 /// Averages gradients over ranks, like DDP: parameters are packed into buckets of about
 /// `bucket_bytes` (in reverse order, the order backward produces their gradients), and each bucket
 /// is one flat all-reduce. With `arm()` before a backward, a hook on every parameter's gradient
@@ -101,7 +123,7 @@ class Group {
 /// counts as zeros, so every rank issues the same collectives in the same order.
 class GradientAverager {
  public:
-  GradientAverager(std::shared_ptr<Group> group, std::vector<at::Tensor> params, int64_t bucket_bytes = 25 << 20);
+  GradientAverager(std::shared_ptr<Group> group, std::vector<at::Tensor> params, AveragerOptions options = {});
   ~GradientAverager();
   GradientAverager(const GradientAverager&) = delete;
   GradientAverager& operator=(const GradientAverager&) = delete;
@@ -112,6 +134,14 @@ class GradientAverager {
   /// Completes the averaging (after backward). Without arm(), every bucket starts here.
   void average();
   int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }
+
+  /// With owners: the rank that updates params[k], and whether that is this rank.
+  int64_t owner(size_t k) const { return options_.owners().at(k); }
+  bool owns(size_t k) const;
+  /// With owners, after the owners updated their parameters: every rank receives each bucket's
+  /// new values from its owner (a bucket at a time, two in flight, so the transient memory is
+  /// two buckets, not a model).
+  void broadcast_from_owners();
 
   /// Of the last average(): the buckets, how many the hooks started during backward, and the
   /// gradient bytes in all and of the all-reduces already finished when backward returned.
@@ -126,9 +156,11 @@ class GradientAverager {
  private:
   void on_gradient(size_t param);  // a hook: param's gradient is accumulated
   void start(size_t bucket);
+  int64_t owner_of_bucket(size_t b) const;
 
   std::shared_ptr<Group> group_;
   std::vector<at::Tensor> params_;
+  AveragerOptions options_;
   std::vector<std::vector<size_t>> buckets_;  // indices into params_
   std::unique_ptr<State> state_;
   Overlap overlap_;

@@ -67,6 +67,13 @@ void FusedAdamW::update(const std::optional<at::Tensor>& found_inf) {
   }
 }
 
+void FusedAdamW::drop_state(const at::Tensor& param) {
+  auto it = state().find(param.unsafeGetTensorImpl());
+  if (it == state().end()) return;
+  counts_.erase(it->second.get());
+  state().erase(it);
+}
+
 void FusedAdamW::sync_state() {
   std::vector<torch::optim::AdamWParamState*> states;
   std::vector<at::Tensor> counts;

@@ -25,6 +25,8 @@ class FusedAdamW : public torch::optim::AdamW {
   /// one copy to the host). The host counts are otherwise those of the last sync plus the steps
   /// taken since, skipped ones included.
   void sync_state();
+  /// Forgets `param`'s state (its moments and step count), as if it had never stepped.
+  void drop_state(const at::Tensor& param);
 
  private:
   void update(const std::optional<at::Tensor>& found_inf);

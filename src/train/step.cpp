@@ -44,8 +44,78 @@ std::vector<torch::optim::OptimizerParamGroup> param_groups(CLIP& model, const O
 TrainStep::TrainStep(CLIP model, ContrastiveLoss loss, torch::optim::Optimizer& optimizer, StepOptions options)
     : model_(std::move(model)), loss_(std::move(loss)), optimizer_(optimizer), options_(std::move(options)) {
   params_ = model_->parameters();
-  if (options_.group())
-    averager_ = std::make_unique<dist::GradientAverager>(options_.group(), params_, options_.bucket_bytes());
+  if (options_.group()) {
+    auto o = dist::AveragerOptions().bucket_bytes(options_.bucket_bytes());
+    if (options_.shard() != Shard::kNone)
+      o.owners(dist::partition_parameters(params_, options_.group()->world_size()))
+          .reduce_to_owner(options_.shard() == Shard::kGradients);
+    averager_ = std::make_unique<dist::GradientAverager>(options_.group(), params_, o);
+  }
+}
+
+bool TrainStep::sharded() const { return averager_ && options_.shard() != Shard::kNone; }
+
+int64_t TrainStep::optimizer_state_bytes() const {
+  int64_t bytes = 0;
+  auto add = [&](const at::Tensor& t) {
+    if (t.defined()) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  };
+  for (const auto& [impl, slot] : optimizer_.state()) {
+    if (const auto* s = dynamic_cast<const torch::optim::AdamWParamState*>(slot.get())) {
+      add(s->exp_avg());
+      add(s->exp_avg_sq());
+      add(s->max_exp_avg_sq());
+    }
+  }
+  return bytes;
+}
+
+void TrainStep::gather_optimizer_state() {
+  if (!sharded()) return;
+  at::NoGradGuard no_grad;
+  if (auto* fused = dynamic_cast<FusedAdamW*>(&optimizer_)) fused->sync_state();  // owners' step counts to the host
+  auto& group = *options_.group();
+  auto& state = optimizer_.state();
+  const bool root = group.rank() == 0;
+  // Parameter by parameter from its owner: a header (has state, step) and then the two moments,
+  // so the transient memory is one parameter's state, not a model's. Every rank takes part in
+  // each broadcast; rank 0 keeps what it receives.
+  for (size_t k = 0; k < params_.size(); ++k) {
+    const at::Tensor& p = params_[k];
+    const int64_t owner = averager_->owner(k);
+    if (owner == 0) continue;  // rank 0 has it already
+    const bool mine = owner == group.rank();
+    torch::optim::AdamWParamState* s = nullptr;
+    if (mine) {
+      auto it = state.find(p.unsafeGetTensorImpl());
+      if (it != state.end()) s = static_cast<torch::optim::AdamWParamState*>(it->second.get());
+    }
+    const auto on_device = at::TensorOptions().dtype(at::kDouble).device(p.device());
+    at::Tensor header = mine ? at::tensor({s ? 1.0 : 0.0, s ? static_cast<double>(s->step()) : 0.0}, on_device)
+                             : at::empty({2}, on_device);  // [has state, step]
+    group.broadcast_async(header, owner).wait();
+    const std::vector<double> h = read_scalars({header[0], header[1]});
+    if (h[0] == 0) continue;
+    at::Tensor moments = mine ? at::stack({s->exp_avg().reshape({-1}), s->exp_avg_sq().reshape({-1})})
+                              : at::empty({2, p.numel()}, p.options());  // [2, numel]
+    group.broadcast_async(moments, owner).wait();
+    if (!root) continue;
+    auto received = std::make_unique<torch::optim::AdamWParamState>();
+    received->exp_avg(moments[0].view_as(p).clone());
+    received->exp_avg_sq(moments[1].view_as(p).clone());
+    received->step(static_cast<int64_t>(h[1]));
+    state[p.unsafeGetTensorImpl()] = std::move(received);
+  }
+}
+
+void TrainStep::release_unowned_state() {
+  if (!sharded()) return;
+  auto* fused = dynamic_cast<FusedAdamW*>(&optimizer_);
+  for (size_t k = 0; k < params_.size(); ++k) {
+    if (averager_->owns(k)) continue;
+    if (fused) fused->drop_state(params_[k]);
+    else optimizer_.state().erase(params_[k].unsafeGetTensorImpl());
+  }
 }
 
 TrainStep::~TrainStep() = default;
@@ -105,24 +175,32 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
   const at::TensorOptions on_device = at::TensorOptions().dtype(at::kDouble).device(params_[0].device());
   r.loss = loss.detach().to(at::kDouble);  // 0-d
   r.stop = at::full({}, stop_requested ? 1.0 : 0.0, on_device);
+  const auto t_reduce = Clock::now();
+  if (averager_) averager_->average();
+  // The gradients this rank updates from: all of them, or under ZeRO its own share (stage 2
+  // already dropped the rest; stage 1 drops them here, after they were counted).
+  std::vector<at::Tensor> grads;
+  for (size_t k = 0; k < params_.size(); ++k) {
+    const at::Tensor& g = params_[k].grad();
+    if (!g.defined()) continue;
+    r.gradient_bytes += g.numel() * static_cast<int64_t>(g.element_size());
+    if (sharded() && !averager_->owns(k)) params_[k].mutable_grad() = at::Tensor();
+    else grads.push_back(g);
+  }
+  // The squared global gradient norm: this rank's share, summed over ranks under ZeRO.
+  at::Tensor norm_sq = grads.empty() ? at::zeros({}, on_device) : at::stack(at::_foreach_norm(grads)).to(at::kDouble).pow(2).sum();
   if (options_.group()) {
-    const auto t0 = Clock::now();
-    averager_->average();
     // On the parameters' device: NCCL reduces CUDA tensors only.
-    std::vector<at::Tensor> v{at::stack({r.loss, r.stop})};  // [2]
+    std::vector<at::Tensor> v{at::stack({r.loss, r.stop, sharded() ? norm_sq : at::zeros_like(norm_sq)})};  // [3]
     options_.group()->all_reduce_sum(v);
     const auto& overlap = averager_->last_overlap();
     r.allreduce_hidden_share = overlap.bytes > 0 ? static_cast<double>(overlap.bytes_finished_in_backward) / overlap.bytes : 0;
     r.loss = v[0][0] / static_cast<double>(options_.group()->world_size());
     r.stop = v[0][1];
-    r.reduce_seconds = since(t0);
+    if (sharded()) norm_sq = v[0][2];
+    r.reduce_seconds = since(t_reduce);
   }
-
-  // The global gradient norm, computed once: it decides the non-finite guard and the clip.
-  std::vector<at::Tensor> grads;
-  for (const auto& p : params_)
-    if (p.grad().defined()) grads.push_back(p.grad());
-  r.grad_norm = grads.empty() ? at::zeros({}, on_device) : at::stack(at::_foreach_norm(grads)).to(at::kDouble).norm();
+  r.grad_norm = norm_sq.sqrt();
   // 1 when the loss or the gradient is not finite: then the update changes nothing.
   r.skipped = at::logical_not(at::logical_and(at::isfinite(r.loss), at::isfinite(r.grad_norm))).to(at::kFloat);
   if (!options_.update()) {
@@ -132,13 +210,14 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
   const auto t0 = Clock::now();
   // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1
   // (multiplying by exactly 1 otherwise changes nothing).
-  if (options_.grad_clip() > 0)
+  if (options_.grad_clip() > 0 && !grads.empty())  // a ZeRO rank may own no parameter
     at::_foreach_mul_(grads, at::full({}, options_.grad_clip(), on_device).div(r.grad_norm + 1e-6).clamp_max(1.0));
   if (auto* fused = dynamic_cast<FusedAdamW*>(&optimizer_)) {
     fused->step_unless(r.skipped);  // skipped on the device
   } else {
     if (r.read().applied) optimizer_.step();  // another optimizer: the guard costs a sync
   }
+  if (sharded()) averager_->broadcast_from_owners();  // every rank gets the owners' new values
   // The clamp is part of the update: a skipped step leaves logit_scale as it was too.
   const at::Tensor unclamped = model_->logit_scale.detach().clone();
   model_->clamp_logit_scale();

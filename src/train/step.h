@@ -47,6 +47,10 @@ struct StepOptions {
   /// logged loss and stop requests are combined over it. nullptr: one process.
   TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
   TORCH_ARG(int64_t, bucket_bytes) = 25 << 20;
+  /// ZeRO with a group: each rank updates only its share of the parameters (dist.shard), then
+  /// receives the others' new values; with kGradients it also keeps only its share of the
+  /// averaged gradients. The gradient norm (clipping, the non-finite guard) is the global one.
+  TORCH_ARG(Shard, shard) = Shard::kNone;
   /// False: forward and backward only, gradients left in place (`bench model` measures this).
   TORCH_ARG(bool, update) = true;
   /// Wait for the device between phases so StepResult's phase times are exact (benchmarks).
@@ -78,6 +82,9 @@ struct StepResult {
   /// Data parallel: the share of the gradient bytes whose all-reduce (started by the gradient
   /// hooks while backward ran) had finished when backward returned.
   double allreduce_hidden_share = 0;
+  /// Bytes of the gradients this rank held after the reduction (all of them without ZeRO stage 2,
+  /// its share with it): counted from the tensors, no device sync.
+  int64_t gradient_bytes = 0;
 };
 
 class TrainStep {
@@ -94,6 +101,17 @@ class TrainStep {
   StepResult run(const std::vector<MicroBatch>& micro, double lr, bool stop_requested = false);
 
   const StepOptions& options() const { return options_; }
+
+  /// ZeRO (a group and dist.shard other than none). Without it the three calls below do nothing.
+  bool sharded() const;
+  /// Collective: each rank sends the optimizer state of the parameters it owns to rank 0, which
+  /// then holds the whole state, as one process would (before a checkpoint is written).
+  void gather_optimizer_state();
+  /// Drops the optimizer state of the parameters this rank does not own (after a checkpoint was
+  /// written, or one holding every parameter's state was restored).
+  void release_unowned_state();
+  /// Bytes of optimizer state this rank holds (moments), counted from the tensors.
+  int64_t optimizer_state_bytes() const;
 
  private:
   CLIP model_;

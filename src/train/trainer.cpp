@@ -19,11 +19,14 @@
 #include <ATen/Parallel.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <functional>
 #include <optional>
 
@@ -229,6 +232,44 @@ void restore_loader(data::Loader& loader, TrainerState& st, const Job& job) {
                job.world(), st.loader_states.size(), st.epoch - 1, st.epoch);
 }
 
+/// The process's peak resident memory (VmHWM), in bytes; 0 where /proc does not say.
+int64_t peak_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  return 0;
+}
+
+/// After a run's first step (when the optimizer state exists): each rank's optimizer-state and
+/// gradient bytes, counted from its tensors, and its peak RSS; rank 0 prints them and writes a
+/// "memory" record to metrics.jsonl. Collective in a distributed run.
+void report_memory(const Job& job, const TrainStep& step, const StepResult& r, MetricsLog* metrics, int64_t at_step) {
+  const std::string mine = fmt::format("{} {} {}", step.optimizer_state_bytes(), r.gradient_bytes, peak_rss_bytes());
+  const std::vector<std::string> all = job.group ? job.group->all_gather_strings(mine) : std::vector<std::string>{mine};
+  if (!job.main_rank()) return;
+  std::vector<int64_t> state, grads, rss;
+  for (const auto& line : all) {
+    std::istringstream in(line);
+    int64_t a = 0, b = 0, c = 0;
+    in >> a >> b >> c;
+    state.push_back(a);
+    grads.push_back(b);
+    rss.push_back(c);
+  }
+  auto mib = [](int64_t b) { return static_cast<double>(b) / (1 << 20); };
+  std::string line = "memory per rank (MiB): optimizer state";
+  for (auto b : state) line += fmt::format(" {:.1f}", mib(b));
+  line += ", gradients";
+  for (auto b : grads) line += fmt::format(" {:.1f}", mib(b));
+  line += ", peak RSS";
+  for (auto b : rss) line += fmt::format(" {:.0f}", mib(b));
+  fmt::print("{}\n", line);
+  if (metrics)
+    metrics->write(fmt::format("{{\"step\": {}, \"memory\": {{\"optimizer_state_bytes\": [{}], \"gradient_bytes\": [{}], "
+                               "\"peak_rss_bytes\": [{}]}}}}",
+                               at_step, fmt::join(state, ", "), fmt::join(grads, ", "), fmt::join(rss, ", ")));
+}
+
 std::string json_metrics(const std::map<std::string, double>& m) {
   std::string s;
   for (const auto& [k, v] : m) s += fmt::format(", \"{}\": {:.17g}", k, v);
@@ -253,8 +294,12 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     if (resume_from) fmt::print("resuming from {}\n", *resume_from);
     else fmt::print("starting training with:\n{}\n", effective);
     if (job.group)
-      fmt::print("data parallel: {} ranks ({} backend, rendezvous {}:{}), global batch {}\n", job.world(),
-                 job.group->backend(), job.env.master_addr, job.env.master_port, global_batch);
+      fmt::print("data parallel: {} ranks ({} backend, rendezvous {}:{}), global batch {}{}\n", job.world(),
+                 job.group->backend(), job.env.master_addr, job.env.master_port, global_batch,
+                 cfg.dist().shard() == Shard::kNone ? std::string()
+                 : cfg.dist().shard() == Shard::kOptimizer
+                     ? std::string(", ZeRO stage 1 (dist.shard: optimizer)")
+                     : std::string(", ZeRO stage 2 (dist.shard: gradients)"));
     write_file_atomic((out / "train_config.yaml").string(), effective);
   }
 
@@ -271,7 +316,8 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
                      .precision(loop.precision())
                      .grad_clip(loop.grad_clip())
                      .group(job.group)
-                     .bucket_bytes(static_cast<int64_t>(cfg.dist().bucket_mb() * (1 << 20))));
+                     .bucket_bytes(static_cast<int64_t>(cfg.dist().bucket_mb() * (1 << 20)))
+                     .shard(cfg.dist().shard()));
 
   // Data.
   auto source = data::open_source(dc.train(), csv_options(dc, false));
@@ -283,6 +329,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   TrainerState st;
   if (resume_from) {
     st = load_checkpoint(*resume_from, model, optimizer);
+    step.release_unowned_state();  // a checkpoint holds every parameter's state
     if (st.step > total)
       throw std::runtime_error(fmt::format("{} is at step {}, past this run's {} steps (train.steps or train.epochs): "
                                            "raise them to continue training, or evaluate the checkpoint's model folder",
@@ -326,10 +373,12 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   auto checkpoint = [&] {
     const std::string mine = feed.state().to_string();
     st.loader_states = job.group ? job.group->all_gather_strings(mine) : std::vector<std::string>{mine};
+    step.gather_optimizer_state();  // ZeRO: consolidated on rank 0, so any layout can resume
     job.on_rank0(fmt::format("checkpoint at step {}", st.step), [&] {
       result.checkpoint = save_checkpoint(ckpt_root.string(), model, optimizer, st, cfg.tokenizer(), effective,
                                           loop.keep_checkpoints());
     });
+    step.release_unowned_state();
   };
 
   // The loop: one shared step, then bookkeeping, logging, evaluation and checkpoints. A step's
@@ -354,6 +403,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     skipped_total = skipped_total + r.skipped;
     ++st.step;
     ++window_steps;
+    if (st.step == start_step + 1) report_memory(job, step, r, metrics ? &*metrics : nullptr, st.step);
     st.samples_seen += global_batch;
     if (job.group && cfg.dist().check_every() > 0 && st.step % cfg.dist().check_every() == 0)
       dist::check_identical(*job.group, model->parameters(), fmt::format("parameters after step {}", st.step));
