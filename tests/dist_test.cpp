@@ -110,7 +110,9 @@ TEST_P(GatheredLoss, MatchesOneProcessOverTheWholeBatch) {
   // The scale is not gathered: its averaged gradient is the one-process one (margin losses do
   // not use it).
   ASSERT_EQ(gs[0].defined(), scale.grad().defined());
-  if (scale.grad().defined()) EXPECT_TRUE(all_close((gs[0] + gs[1]) / W, scale.grad(), 1e-12, 1e-9));
+  if (scale.grad().defined()) {
+    EXPECT_TRUE(all_close((gs[0] + gs[1]) / W, scale.grad(), 1e-12, 1e-9));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -230,6 +232,32 @@ TEST(Dist, ReduceToOwnersKeepsOnlyOwnedGradientsAndBroadcastSendsOwnersValues) {
     avg.broadcast_from_owners();
     for (size_t i = 0; i < params.size(); ++i)
       EXPECT_TRUE(params[i].equal(at::full_like(params[i], 10.0 * (i + 1) + owners[i]))) << i;
+  });
+}
+
+// More ranks than parameters: ranks that own nothing still take part in every collective, in
+// the same order, and end with the owners' values.
+TEST(Dist, RanksThatOwnNothingStillTakePartInEveryCollective) {
+  on_ranks(4, [](dist::Group& g) {
+    std::vector<at::Tensor> params = {at::ones({3}).requires_grad_(true), at::ones({5}).requires_grad_(true)};
+    const auto owners = dist::partition_parameters(params, 4);
+    dist::GradientAverager avg(shared(g), params, dist::AveragerOptions().owners(owners).reduce_to_owner(true));
+    const double r = static_cast<double>(g.rank());
+    ((1.0 + r) * (params[0].sum() + 2.0 * params[1].sum())).backward();  // gradients (1 + r) and 2 (1 + r)
+    avg.average();  // mean over r = 0..3 of (1 + r): 2.5
+    for (size_t i = 0; i < 2; ++i) {
+      if (avg.owns(i)) {
+        EXPECT_TRUE(all_close(params[i].grad(), at::full_like(params[i], 2.5 * (i + 1)))) << i;
+      } else {
+        EXPECT_FALSE(params[i].grad().defined()) << i;
+      }
+    }
+    {
+      at::NoGradGuard no_grad;
+      for (size_t i = 0; i < 2; ++i) params[i].fill_(avg.owns(i) ? 7.0 + i : -1.0);
+    }
+    avg.broadcast_from_owners();
+    for (size_t i = 0; i < 2; ++i) EXPECT_TRUE(params[i].equal(at::full_like(params[i], 7.0 + i))) << i;
   });
 }
 

@@ -25,7 +25,7 @@ int train_main(const Argv& argv) {
   if (nproc > 1) {
     if (env.distributed())
       throw UsageError("--nproc starts its own ranks; it cannot be used under a launcher that set WORLD_SIZE (torchrun, srun)");
-    load_train_config(config, overrides);  // a bad config fails once, here, not in every rank
+    check_layout(load_train_config(config, overrides), nproc);  // a bad config fails once, here, not in every rank
     dist::LaunchOptions lo;
     lo.nproc = static_cast<int>(nproc);
     auto cmd = dist::self_command(argv, {"--nproc"});

@@ -46,6 +46,9 @@ enum class Backend { kAuto, kGloo, kNccl };
 /// ZeRO sharding of data-parallel training: none, the optimizer state (stage 1), or the
 /// optimizer state and the averaged gradients (stage 2).
 enum class Shard { kNone, kOptimizer, kGradients };
+/// Model parallelism: both towers on every rank (together), or the image tower on rank 0 and
+/// the text tower on rank 1 (split).
+enum class Towers { kTogether, kSplit };
 
 /// The names of an enum's values, in declaration order (as written in YAML and on flags).
 template <typename E>
@@ -73,6 +76,7 @@ TORCHCLIP_ENUM_NAMES(NormalizeOn, "auto", "worker", "device")
 TORCHCLIP_ENUM_NAMES(ScheduleKind, "cosine", "const", "const-cooldown")
 TORCHCLIP_ENUM_NAMES(Backend, "auto", "gloo", "nccl")
 TORCHCLIP_ENUM_NAMES(Shard, "none", "optimizer", "gradients")
+TORCHCLIP_ENUM_NAMES(Towers, "together", "split")
 #undef TORCHCLIP_ENUM_NAMES
 
 /// The name of `value` ("tok", "semi-hard", ...).

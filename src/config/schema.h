@@ -210,6 +210,7 @@ void visit_fields(V& v, DistCfg& d) {
   v.field("bucket_mb", d.bucket_mb(), Bound::above(0, 1 << 16));
   v.field("check_every", d.check_every(), Bound::between(0, 1e12));
   v.field("shard", d.shard());
+  v.field("towers", d.towers());
 }
 
 /// The sections of a training config after `model` and `tokenizer` (which name other files and

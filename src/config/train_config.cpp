@@ -68,4 +68,23 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
   return c;
 }
 
+void check_layout(const TrainConfig& cfg, int64_t world_size) {
+  const DistCfg& d = cfg.dist();
+  if (d.towers() != Towers::kSplit) return;
+  if (world_size != 2)
+    detail::invalid(cfg.source(), "dist.towers",
+                    fmt::format("split puts the image tower on rank 0 and the text tower on rank 1, so it needs exactly 2 "
+                                "ranks, not {} (use --nproc 2, or dist.towers: together)",
+                                world_size));
+  if (d.shard() != Shard::kNone)
+    detail::invalid(cfg.source(), "dist.shard",
+                    fmt::format("'{}' shards data parallelism, which split towers do not have (each parameter lives on one "
+                                "rank already); valid with dist.towers: split: none",
+                                enum_name(d.shard())));
+  if (cfg.train().accum_steps() != 1)
+    detail::invalid(cfg.source(), "train.accum_steps",
+                    fmt::format("{} with dist.towers: split; split towers train one batch per step (accum_steps: 1)",
+                                cfg.train().accum_steps()));
+}
+
 }  // namespace torchclip

@@ -97,6 +97,9 @@ struct DistCfg {
   /// ZeRO: each rank keeps the AdamW moments of its share of the parameters (optimizer), and
   /// also only its share of the averaged gradients (gradients); none: every rank holds all.
   TORCH_ARG(Shard, shard) = Shard::kNone;
+  /// split: the image tower (and logit_scale) on rank 0, the text tower on rank 1; both read
+  /// the same batches. Needs exactly 2 ranks (check_layout).
+  TORCH_ARG(Towers, towers) = Towers::kTogether;
 };
 
 struct TrainConfig {
@@ -116,6 +119,11 @@ struct TrainConfig {
 /// Reads a training config, applying dotted overrides ("optim.lr=1e-3") first. Unknown keys,
 /// wrong types and impossible values throw ConfigError naming the file, line and key.
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+/// Whether the config's parallel layout can run on `world_size` ranks; throws ConfigError naming
+/// the dist key and what would work (split towers need exactly 2 ranks, no dist.shard and
+/// train.accum_steps 1). Called before any rank starts, and by every rank before it trains.
+void check_layout(const TrainConfig& cfg, int64_t world_size);
 
 
 }  // namespace torchclip

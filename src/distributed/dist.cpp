@@ -326,6 +326,7 @@ struct GradientAverager::State {
   std::vector<size_t> bucket_of;                 // [params] -> bucket
   std::vector<size_t> ready;                     // [buckets] gradients accumulated this backward
   std::vector<at::Tensor> flat;                  // [buckets] the flattened gradients in flight
+  std::vector<int64_t> flat_bytes;               // [buckets] their sizes
   std::vector<Group::Pending> pending;           // [buckets] valid below `next`
   size_t next = 0;                               // buckets start in index order on every rank
 };
@@ -394,6 +395,7 @@ GradientAverager::GradientAverager(std::shared_ptr<Group> group, std::vector<at:
     for (size_t k : buckets_[b]) s.bucket_of[k] = b;
   s.ready.assign(buckets_.size(), 0);
   s.flat.assign(buckets_.size(), at::Tensor());
+  s.flat_bytes.assign(buckets_.size(), 0);
   s.pending.resize(buckets_.size());
   for (size_t k = 0; k < params_.size(); ++k)
     if (params_[k].requires_grad())
@@ -421,6 +423,12 @@ void GradientAverager::on_gradient(size_t k) {
   while (s.next < buckets_.size() && s.ready[s.next] == buckets_[s.next].size()) start(s.next++);
 }
 
+int64_t GradientAverager::owner(size_t k) const {
+  TORCH_CHECK(k < options_.owners().size(), "GradientAverager::owner(", k, "): ", options_.owners().size(),
+              " parameters have owners");
+  return options_.owners()[k];
+}
+
 bool GradientAverager::owns(size_t k) const {
   return options_.owners().empty() || options_.owners().at(k) == group_->rank();
 }
@@ -436,14 +444,19 @@ void GradientAverager::start(size_t b) {
     parts.push_back(p.grad().reshape({-1}));
   }
   s.flat[b] = at::cat(parts);  // [bucket numel]
+  s.flat_bytes[b] = s.flat[b].numel() * static_cast<int64_t>(s.flat[b].element_size());
   if (!options_.reduce_to_owner()) {
     s.pending[b] = group_->all_reduce_sum_async(s.flat[b]);
     return;
   }
   const int64_t owner = owner_of_bucket(b);
   s.pending[b] = group_->reduce_sum_async(s.flat[b], owner);
-  if (owner != group_->rank())  // the packed copy is all the reduce needs: these gradients go now
+  if (owner != group_->rank()) {
+    // Not ours: the reduce's work keeps its input alive until it completes, so neither the
+    // gradients nor the packed copy stay here (stage 2 never holds more than its share).
     for (size_t k : buckets_[b]) params_[k].mutable_grad() = at::Tensor();
+    s.flat[b] = at::Tensor();
+  }
 }
 
 void GradientAverager::broadcast_from_owners() {
@@ -486,7 +499,7 @@ void GradientAverager::broadcast_from_owners() {
 void GradientAverager::average() {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
-  auto bytes = [&](size_t b) { return s.flat[b].numel() * static_cast<int64_t>(s.flat[b].element_size()); };
+  auto bytes = [&](size_t b) { return s.flat_bytes[b]; };
   overlap_ = Overlap{};
   overlap_.buckets = static_cast<int64_t>(buckets_.size());
   overlap_.started_in_backward = static_cast<int64_t>(s.next);  // the hooks start buckets in index order

@@ -151,7 +151,8 @@ std::optional<std::string> latest_checkpoint(const std::string& root) {
   return std::nullopt;
 }
 
-TrainerState load_checkpoint(const std::string& dir, CLIP& model, torch::optim::Optimizer& optimizer) {
+TrainerState load_checkpoint(const std::string& dir, CLIP& model, torch::optim::Optimizer& optimizer,
+                             const std::function<bool(const at::Tensor&)>& keep_state) {
   const std::string problem = validate_checkpoint(dir);
   if (!problem.empty()) throw std::runtime_error(fmt::format("{}: {}", dir, problem));
   load_state_dict(model, load_safetensors((fs::path(dir) / "model.safetensors").string()).tensors,
@@ -160,7 +161,7 @@ TrainerState load_checkpoint(const std::string& dir, CLIP& model, torch::optim::
   auto& opt_state = optimizer.state();
   for (const auto& [pname, p] : named_params(model)) {
     auto it = st.tensors.find("exp_avg/" + pname);
-    if (it == st.tensors.end()) continue;
+    if (it == st.tensors.end() || (keep_state && !keep_state(p))) continue;
     auto s = std::make_unique<torch::optim::AdamWParamState>();
     s->exp_avg(it->second.to(p.device(), /*non_blocking=*/false, /*copy=*/true));  // moments live beside their parameter
     s->exp_avg_sq(st.tensors.at("exp_avg_sq/" + pname).to(p.device(), /*non_blocking=*/false, /*copy=*/true));

@@ -8,6 +8,7 @@
 
 #include "model/model_dir.h"
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -44,6 +45,9 @@ std::string validate_checkpoint(const std::string& dir);
 std::optional<std::string> latest_checkpoint(const std::string& root);
 
 /// Restores model weights, optimizer moments and the RNG from a checkpoint; returns its state.
-TrainerState load_checkpoint(const std::string& dir, CLIP& model, torch::optim::Optimizer& optimizer);
+/// With `keep_state`, only the parameters it accepts get their moments (a ZeRO or split-tower
+/// rank restores the share it owns, never the whole state).
+TrainerState load_checkpoint(const std::string& dir, CLIP& model, torch::optim::Optimizer& optimizer,
+                             const std::function<bool(const at::Tensor&)>& keep_state = nullptr);
 
 }  // namespace torchclip

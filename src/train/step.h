@@ -11,6 +11,7 @@
 #include <torch/arg.h>
 #include <torch/optim/optimizer.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,6 +52,10 @@ struct StepOptions {
   /// receives the others' new values; with kGradients it also keeps only its share of the
   /// averaged gradients. The gradient norm (clipping, the non-finite guard) is the global one.
   TORCH_ARG(Shard, shard) = Shard::kNone;
+  /// Model parallelism with a group of 2 (dist.towers): rank 0 runs the image tower and owns
+  /// logit_scale, rank 1 the text tower; both get the same batch. The features meet on rank 0
+  /// through an all-gather, rank 0 computes the loss and sends the text features' gradient back.
+  TORCH_ARG(Towers, towers) = Towers::kTogether;
   /// False: forward and backward only, gradients left in place (`bench model` measures this).
   TORCH_ARG(bool, update) = true;
   /// Wait for the device between phases so StepResult's phase times are exact (benchmarks).
@@ -85,6 +90,10 @@ struct StepResult {
   /// Bytes of the gradients this rank held after the reduction (all of them without ZeRO stage 2,
   /// its share with it): counted from the tensors, no device sync.
   int64_t gradient_bytes = 0;
+  /// After measure_activations_next_step(), on a CPU: the heap bytes the forward pass left
+  /// allocated for backward (malloc's in-use bytes after the loss minus before the forward,
+  /// the caching allocator's idle blocks excluded); -1 when not measured.
+  int64_t activation_bytes = -1;
 };
 
 class TrainStep {
@@ -102,24 +111,45 @@ class TrainStep {
 
   const StepOptions& options() const { return options_; }
 
-  /// ZeRO (a group and dist.shard other than none). Without it the three calls below do nothing.
-  bool sharded() const;
+  /// Each parameter has one owner rank (ZeRO: a share of the parameters; split towers: a
+  /// tower). Without owners the calls below do nothing.
+  bool sharded() const { return !owners_.empty(); }
+  bool split_towers() const { return split_; }
   /// Collective: each rank sends the optimizer state of the parameters it owns to rank 0, which
   /// then holds the whole state, as one process would (before a checkpoint is written).
   void gather_optimizer_state();
   /// Drops the optimizer state of the parameters this rank does not own (after a checkpoint was
   /// written, or one holding every parameter's state was restored).
   void release_unowned_state();
-  /// Bytes of optimizer state this rank holds (moments), counted from the tensors.
+  /// Whether this rank updates `param` (every parameter without owners).
+  bool owns_parameter(const at::Tensor& param) const;
+  /// Split towers, collective: rank 0 receives the other tower's parameters (before it saves a
+  /// checkpoint or evaluates), so it holds the whole model until release_unowned_parameters().
+  void gather_parameters();
+  /// Split towers: frees the parameters of the other rank's tower (their shapes are kept).
+  void release_unowned_parameters();
+  /// Bytes of optimizer state (moments) and of parameters this rank holds, from the tensors.
   int64_t optimizer_state_bytes() const;
+  int64_t parameter_bytes() const;
+  /// The next run() measures activation_bytes.
+  void measure_activations_next_step() { measure_activations_ = true; }
 
  private:
   CLIP model_;
   ContrastiveLoss loss_;
   torch::optim::Optimizer& optimizer_;
   StepOptions options_;
+  bool owns(size_t k) const;
+  /// Split towers: the features of both towers meet on rank 0 for the loss; returns the loss
+  /// (rank 0; zero on rank 1) after both towers' backward.
+  at::Tensor split_forward_backward(const MicroBatch& micro, StepResult& r, const std::function<void()>& measure);
+
   std::vector<at::Tensor> params_;
+  std::vector<std::vector<int64_t>> shapes_;  // [params] each parameter's shape, kept when it is freed
   std::unique_ptr<dist::GradientAverager> averager_;
+  std::vector<int64_t> owners_;  // [params] the rank that updates each; empty: every rank all
+  bool split_ = false;
+  bool measure_activations_ = false;
 };
 
 }  // namespace torchclip

@@ -64,8 +64,12 @@ struct Job {
   dist::Env env;
   c10::Device device = c10::Device(c10::kCPU);  // train.device, resolved for this rank
   std::shared_ptr<dist::Group> group;  // nullptr: one process
+  bool split_towers = false;  // dist.towers: split: 2 ranks, one tower each, the same batches
   bool main_rank() const { return env.rank == 0; }
   int64_t world() const { return env.world_size; }
+  /// The ranks that read different data: all of them, or one with split towers.
+  int64_t data_world() const { return split_towers ? 1 : env.world_size; }
+  int64_t data_rank() const { return split_towers ? 0 : env.rank; }
   /// Runs `fn` on rank 0 while the others wait for it without a collective timeout.
   void on_rank0(const std::string& what, const std::function<void()>& fn) const {
     if (group) group->run_on_rank0(what, fn);
@@ -77,6 +81,8 @@ Job join_job(const TrainConfig& cfg) {
   if (cfg.train().threads() > 0) at::set_num_threads(static_cast<int>(cfg.train().threads()));
   Job job;
   job.env = dist::Env::from_environment();
+  check_layout(cfg, job.env.world_size);  // before any rendezvous: every rank fails alike
+  job.split_towers = cfg.dist().towers() == Towers::kSplit;
   job.device = resolve_device(cfg.train().device(), "train.device", job.env.local_rank);
   if (job.device.is_cuda()) {
     // One GPU per rank (cuda:LOCAL_RANK for auto), current for every kernel this process runs.
@@ -172,8 +178,8 @@ data::LoaderOptions train_loader_options(const TrainConfig& cfg, const Job& job)
       .workers(d.workers())
       .seed(cfg.train().seed())
       .shuffle_buffer(d.shuffle_buffer())
-      .rank(job.env.rank)
-      .world_size(job.world())
+      .rank(job.data_rank())
+      .world_size(job.data_world())
       .context_length(cfg.model().text_cfg().context_length())
       .max_consecutive_failures(d.max_consecutive_failures())
       .pin_memory(job.device.is_cuda())
@@ -219,8 +225,8 @@ struct Evaluation {
 
 /// The loader's position after a checkpoint of `saved` ranks, on `job`'s ranks.
 void restore_loader(data::Loader& loader, TrainerState& st, const Job& job) {
-  if (static_cast<int64_t>(st.loader_states.size()) == job.world()) {
-    loader.resume(data::LoaderState::from_string(st.loader_states[job.env.rank]));
+  if (static_cast<int64_t>(st.loader_states.size()) == job.data_world()) {
+    loader.resume(data::LoaderState::from_string(st.loader_states[job.data_rank()]));
     return;
   }
   // Another world size splits the data differently, so positions within the epoch do not carry
@@ -229,7 +235,7 @@ void restore_loader(data::Loader& loader, TrainerState& st, const Job& job) {
   loader.start_epoch(st.epoch);
   if (job.main_rank())
     fmt::print("resuming {} rank(s) from a checkpoint of {}: the rest of epoch {} is skipped, epoch {} starts\n",
-               job.world(), st.loader_states.size(), st.epoch - 1, st.epoch);
+               job.data_world(), st.loader_states.size(), st.epoch - 1, st.epoch);
 }
 
 /// The process's peak resident memory (VmHWM), in bytes; 0 where /proc does not say.
@@ -244,20 +250,27 @@ int64_t peak_rss_bytes() {
 /// gradient bytes, counted from its tensors, and its peak RSS; rank 0 prints them and writes a
 /// "memory" record to metrics.jsonl. Collective in a distributed run.
 void report_memory(const Job& job, const TrainStep& step, const StepResult& r, MetricsLog* metrics, int64_t at_step) {
-  const std::string mine = fmt::format("{} {} {}", step.optimizer_state_bytes(), r.gradient_bytes, peak_rss_bytes());
+  const std::string mine = fmt::format("{} {} {} {} {}", step.optimizer_state_bytes(), r.gradient_bytes, peak_rss_bytes(),
+                                       step.parameter_bytes(), r.activation_bytes);
   const std::vector<std::string> all = job.group ? job.group->all_gather_strings(mine) : std::vector<std::string>{mine};
   if (!job.main_rank()) return;
-  std::vector<int64_t> state, grads, rss;
+  std::vector<int64_t> state, grads, rss, params, activations;
   for (const auto& line : all) {
     std::istringstream in(line);
-    int64_t a = 0, b = 0, c = 0;
-    in >> a >> b >> c;
+    int64_t a = 0, b = 0, c = 0, d = 0, e = -1;
+    in >> a >> b >> c >> d >> e;
     state.push_back(a);
     grads.push_back(b);
     rss.push_back(c);
+    params.push_back(d);
+    activations.push_back(e);
   }
   auto mib = [](int64_t b) { return static_cast<double>(b) / (1 << 20); };
-  std::string line = "memory per rank (MiB): optimizer state";
+  std::string line = "memory per rank (MiB): parameters";
+  for (auto b : params) line += fmt::format(" {:.1f}", mib(b));
+  line += ", activations";
+  for (auto b : activations) line += b < 0 ? std::string(" n/a") : fmt::format(" {:.1f}", mib(b));
+  line += ", optimizer state";
   for (auto b : state) line += fmt::format(" {:.1f}", mib(b));
   line += ", gradients";
   for (auto b : grads) line += fmt::format(" {:.1f}", mib(b));
@@ -266,8 +279,9 @@ void report_memory(const Job& job, const TrainStep& step, const StepResult& r, M
   fmt::print("{}\n", line);
   if (metrics)
     metrics->write(fmt::format("{{\"step\": {}, \"memory\": {{\"optimizer_state_bytes\": [{}], \"gradient_bytes\": [{}], "
-                               "\"peak_rss_bytes\": [{}]}}}}",
-                               at_step, fmt::join(state, ", "), fmt::join(grads, ", "), fmt::join(rss, ", ")));
+                               "\"peak_rss_bytes\": [{}], \"parameter_bytes\": [{}], \"activation_bytes\": [{}]}}}}",
+                               at_step, fmt::join(state, ", "), fmt::join(grads, ", "), fmt::join(rss, ", "),
+                               fmt::join(params, ", "), fmt::join(activations, ", ")));
 }
 
 std::string json_metrics(const std::map<std::string, double>& m) {
@@ -282,7 +296,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   const LoopCfg& loop = cfg.train();
   const DataCfg& dc = cfg.data();
   const Job job = join_job(cfg);
-  const int64_t global_batch = dc.batch_size() * loop.accum_steps() * job.world();  // samples per step, all ranks
+  const int64_t global_batch = dc.batch_size() * loop.accum_steps() * job.data_world();  // samples per step, all ranks
   const fs::path out(run.out_dir()), ckpt_root = out / "checkpoints";
   std::optional<FolderLock> lock;  // rank 0's, for the whole run
   const std::optional<std::string> resume_from = choose_checkpoint(job, run, ckpt_root, lock);
@@ -293,7 +307,10 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     fmt::print("device: {}\n", job.device.str());
     if (resume_from) fmt::print("resuming from {}\n", *resume_from);
     else fmt::print("starting training with:\n{}\n", effective);
-    if (job.group)
+    if (job.split_towers)
+      fmt::print("model parallel: image tower on rank 0, text tower on rank 1 ({} backend, rendezvous {}:{}), batch {}\n",
+                 job.group->backend(), job.env.master_addr, job.env.master_port, global_batch);
+    else if (job.group)
       fmt::print("data parallel: {} ranks ({} backend, rendezvous {}:{}), global batch {}{}\n", job.world(),
                  job.group->backend(), job.env.master_addr, job.env.master_port, global_batch,
                  cfg.dist().shard() == Shard::kNone ? std::string()
@@ -309,7 +326,10 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   TORCH_CHECK(tokenizer->vocab_size() <= cfg.model().text_cfg().vocab_size(), "the tokenizer has ",
               tokenizer->vocab_size(), " ids but the model's text_cfg.vocab_size is ", cfg.model().text_cfg().vocab_size());
   auto loss_fn = make_loss(cfg.loss());
-  if (job.group) loss_fn->set_distributed(std::make_shared<dist::GroupGather>(job.group), cfg.loss().distributed());
+  if (!job.group && cfg.dist().shard() != Shard::kNone && job.main_rank())
+    fmt::print("dist.shard: {} has no effect in one process (it shards over data-parallel ranks)\n",
+               enum_name(cfg.dist().shard()));
+  if (job.group && !job.split_towers) loss_fn->set_distributed(std::make_shared<dist::GroupGather>(job.group), cfg.loss().distributed());
   FusedAdamW optimizer(param_groups(model, cfg.optim()));
   TrainStep step(model, loss_fn, optimizer,
                  StepOptions()
@@ -317,19 +337,21 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
                      .grad_clip(loop.grad_clip())
                      .group(job.group)
                      .bucket_bytes(static_cast<int64_t>(cfg.dist().bucket_mb() * (1 << 20)))
-                     .shard(cfg.dist().shard()));
+                     .shard(cfg.dist().shard())
+                     .towers(cfg.dist().towers()));
 
   // Data.
   auto source = data::open_source(dc.train(), csv_options(dc, false));
   data::Loader loader(source, tokenizer, train_loader_options(cfg, job));
-  const int64_t total = total_steps(cfg, *source, job.world());
+  const int64_t total = total_steps(cfg, *source, job.data_world());
   Evaluation evaluation = Evaluation::make(cfg, tokenizer, job);
 
   // Resume, or start.
   TrainerState st;
   if (resume_from) {
     st = load_checkpoint(*resume_from, model, optimizer);
-    step.release_unowned_state();  // a checkpoint holds every parameter's state
+    step.release_unowned_state();
+    step.release_unowned_parameters();  // a checkpoint holds every parameter's state
     if (st.step > total)
       throw std::runtime_error(fmt::format("{} is at step {}, past this run's {} steps (train.steps or train.epochs): "
                                            "raise them to continue training, or evaluate the checkpoint's model folder",
@@ -339,6 +361,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   } else {
     loader.start_epoch(0);
   }
+  step.release_unowned_parameters();  // split towers: each rank keeps its own tower
   std::optional<MetricsLog> metrics;  // rank 0 only
   if (job.main_rank()) metrics.emplace((out / "metrics.jsonl").string(), resume_from ? st.step : -1);
 
@@ -372,8 +395,9 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   };
   auto checkpoint = [&] {
     const std::string mine = feed.state().to_string();
-    st.loader_states = job.group ? job.group->all_gather_strings(mine) : std::vector<std::string>{mine};
-    step.gather_optimizer_state();  // ZeRO: consolidated on rank 0, so any layout can resume
+    st.loader_states = job.group && !job.split_towers ? job.group->all_gather_strings(mine) : std::vector<std::string>{mine};
+    step.gather_parameters();       // split towers: rank 0 saves the whole model
+    step.gather_optimizer_state();  // ZeRO, split towers: consolidated on rank 0, so any layout can resume
     job.on_rank0(fmt::format("checkpoint at step {}", st.step), [&] {
       result.checkpoint = save_checkpoint(ckpt_root.string(), model, optimizer, st, cfg.tokenizer(), effective,
                                           loop.keep_checkpoints());
@@ -394,6 +418,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   at::Tensor skipped_total = at::full({}, static_cast<double>(st.nonfinite_total), counter);    // 0-d
   auto window_start = std::chrono::steady_clock::now();  // since the last read point
   int64_t window_steps = 0;
+  step.measure_activations_next_step();  // for the memory report after the first step
   while (st.step < total) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = learning_rate(cfg.schedule(), cfg.optim().lr(), st.step, total);
@@ -405,7 +430,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     ++window_steps;
     if (st.step == start_step + 1) report_memory(job, step, r, metrics ? &*metrics : nullptr, st.step);
     st.samples_seen += global_batch;
-    if (job.group && cfg.dist().check_every() > 0 && st.step % cfg.dist().check_every() == 0)
+    if (job.group && !job.split_towers && cfg.dist().check_every() > 0 && st.step % cfg.dist().check_every() == 0)
       dist::check_identical(*job.group, model->parameters(), fmt::format("parameters after step {}", st.step));
     st.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const bool log_point = st.step % loop.log_every() == 0 || st.step == total;
@@ -450,7 +475,11 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     window_start = std::chrono::steady_clock::now();
     window_steps = 0;
     wait_before = loader.stats().wait_seconds;
-    if (eval_point) job.on_rank0(fmt::format("evaluation at step {}", st.step), [&] { run_eval("periodic"); });
+    if (eval_point) {
+      step.gather_parameters();  // split towers: rank 0 evaluates the whole model
+      job.on_rank0(fmt::format("evaluation at step {}", st.step), [&] { run_eval("periodic"); });
+      step.release_unowned_parameters();
+    }
     const bool interrupted = job.group ? stop_asked : signalled;
     const bool stop = interrupted || limit;
     if (checkpoint_point || stop) checkpoint();
@@ -464,6 +493,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   result.steps = st.step;
   result.train_seconds = st.train_seconds;
   result.nonfinite_steps = st.nonfinite_total;
+  if (st.step == total && !result.interrupted) step.gather_parameters();  // for the final evaluation
   if (st.step == total && !result.interrupted && job.main_rank()) {
     result.eval = run_eval("final");
     if (data::have_image_decoders()) plot_metrics((out / "metrics.jsonl").string(), (out / "plot.png").string());
