@@ -361,16 +361,23 @@ TEST_F(DistTrain, ZeroShardingEqualsDataParallelAndResumesOnAnyLayout) {
 TEST_F(DistTrain, SplitTowersEqualOneProcessAndResume) {
   const std::string common = "--set train.steps=10 --set train.grad_clip=0.5 --set train.checkpoint_every=5 ";
   struct Combo {
-    std::string name, model, loss;
+    std::string name, model, loss, extra;
   };
-  for (const Combo& c : {Combo{"vit", "model.yaml", "clip"}, Combo{"rn", "model_rn.yaml", "clip"},
-                         Combo{"siglip", "model_siglip.yaml", "siglip"}}) {
-    const std::string args = common + "--set model=" + (*dir_ / c.model).string() + " --set loss.name=" + c.loss;
+  // bf16: autocast covers the towers, the loss runs in float, in both layouts. The split ViT run
+  // also evaluates (rank 0 gathers the text tower, evaluates, frees it) at steps 4 and 8.
+  for (const Combo& c : {Combo{"vit", "model.yaml", "clip", "--set data.val=" + (*dir_ / "d.csv").string() + " --set train.eval_every=4"},
+                         Combo{"rn", "model_rn.yaml", "clip", ""}, Combo{"siglip", "model_siglip.yaml", "siglip", ""},
+                         Combo{"bf16", "model.yaml", "clip", "--set train.precision=bf16"}}) {
+    const std::string args = common + "--set model=" + (*dir_ / c.model).string() + " --set loss.name=" + c.loss + " " + c.extra;
     auto one = run_cli(train("towers_one_" + c.name, args));
     ASSERT_EQ(one.code, 0) << one.out;
     auto two = run_cli(train("towers_split_" + c.name, "--nproc 2 --set dist.towers=split " + args));
     ASSERT_EQ(two.code, 0) << two.out;
     EXPECT_NE(two.out.find("model parallel: image tower on rank 0, text tower on rank 1"), std::string::npos) << two.out;
+    if (c.name == "vit") {
+      EXPECT_NE(two.out.find("eval at step 8:"), std::string::npos) << two.out;
+      EXPECT_EQ(two.out.find("eval at step 8:"), two.out.rfind("eval at step 8:")) << "rank 1 evaluated too:\n" << two.out;
+    }
     const fs::path a = *dir_ / ("towers_one_" + c.name), b = *dir_ / ("towers_split_" + c.name);
     const auto la = losses(a / "metrics.jsonl"), lb = losses(b / "metrics.jsonl");
     ASSERT_EQ(la.size(), 10u);

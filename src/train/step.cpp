@@ -313,45 +313,45 @@ at::Tensor TrainStep::split_forward_backward(const MicroBatch& micro, StepResult
   const bool image_rank = group.rank() == 0;
   const at::DeviceType device = micro.images.device().type();
   const bool bf16 = options_.precision() == Precision::kBf16;
+  auto since = [&](Clock::time_point t) {
+    if (options_.time_phases()) synchronize(micro.images.device());
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
   const auto t0 = Clock::now();
   at::Tensor mine;  // [B, E] float: this rank's tower's normalised features, with its graph
   {
-    AutocastGuard autocast(device, bf16);
+    AutocastGuard autocast(device, bf16);  // the towers only: the loss runs in float, as in run()
     mine = (image_rank ? model_->encode_image(micro.images, true) : model_->encode_text(micro.texts, true)).to(at::kFloat);
   }
   // [2] x [B, E]: the image features (rank 0's) and the text features (rank 1's).
   const std::vector<at::Tensor> both = group.all_gather(mine.detach());
-  at::Tensor loss;
   if (image_rank) {
     // The loss on leaves, so its backward stops at the features: their gradients are what each
     // tower's backward needs, and the text one goes to rank 1 before this rank's own backward.
     at::Tensor img = both[0].requires_grad_(true), txt = both[1].requires_grad_(true);
-    {
-      AutocastGuard autocast(device, bf16);
-      LossInput in;
-      in.image_features = img;
-      in.text_features = txt;
-      in.logit_scale = model_->logit_scale.exp();
-      if (model_->logit_bias.defined()) in.logit_bias = model_->logit_bias;
-      loss = loss_->forward(in);
-    }
-    r.forward_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    LossInput in;
+    in.image_features = img;
+    in.text_features = txt;
+    in.logit_scale = model_->logit_scale.exp();
+    if (model_->logit_bias.defined()) in.logit_bias = model_->logit_bias;
+    at::Tensor loss = loss_->forward(in);
+    r.forward_seconds += since(t0);
     measure();
     const auto t1 = Clock::now();
     loss.backward();  // [B, E] gradients of both features, and logit_scale's (and logit_bias')
     auto sent = group.broadcast_async(txt.grad().contiguous(), 0);
     mine.backward(img.grad());
     sent.wait();
-    r.backward_seconds += std::chrono::duration<double>(Clock::now() - t1).count();
+    r.backward_seconds += since(t1);
     return loss;
   }
-  r.forward_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+  r.forward_seconds += since(t0);
   measure();
   const auto t1 = Clock::now();
   at::Tensor grad = at::empty_like(mine);  // [B, E] d loss / d text features, from rank 0
   group.broadcast_async(grad, 0).wait();
   mine.backward(grad);
-  r.backward_seconds += std::chrono::duration<double>(Clock::now() - t1).count();
+  r.backward_seconds += since(t1);
   return at::zeros({}, mine.options());  // rank 0 reports the loss
 }
 

@@ -349,9 +349,8 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   // Resume, or start.
   TrainerState st;
   if (resume_from) {
-    st = load_checkpoint(*resume_from, model, optimizer);
-    step.release_unowned_state();
-    step.release_unowned_parameters();  // a checkpoint holds every parameter's state
+    // A checkpoint holds every parameter's state; a ZeRO or split-tower rank restores its share.
+    st = load_checkpoint(*resume_from, model, optimizer, [&](const at::Tensor& p) { return step.owns_parameter(p); });
     if (st.step > total)
       throw std::runtime_error(fmt::format("{} is at step {}, past this run's {} steps (train.steps or train.epochs): "
                                            "raise them to continue training, or evaluate the checkpoint's model folder",
@@ -403,6 +402,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
                                           loop.keep_checkpoints());
     });
     step.release_unowned_state();
+    step.release_unowned_parameters();
   };
 
   // The loop: one shared step, then bookkeeping, logging, evaluation and checkpoints. A step's
