@@ -344,15 +344,14 @@ struct ReadyHook : public torch::autograd::PostAccumulateGradHook {
 
 std::vector<int64_t> partition_parameters(const std::vector<at::Tensor>& params, int64_t world) {
   TORCH_CHECK(world >= 1, "partition_parameters: world must be >= 1");
-  auto bytes = [](const at::Tensor& p) { return p.numel() * static_cast<int64_t>(p.element_size()); };
   int64_t total = 0;
-  for (const auto& p : params) total += bytes(p);
+  for (const auto& p : params) total += static_cast<int64_t>(p.nbytes());
   // Walk backward order; rank r takes parameters until the running total passes (r + 1) / world
   // of the whole, cutting before a tensor when that lands nearer the mark than after it.
   std::vector<int64_t> owner(params.size(), 0);
   int64_t rank = 0, so_far = 0;
   for (size_t k = params.size(); k-- > 0;) {
-    const int64_t b = bytes(params[k]);
+    const int64_t b = static_cast<int64_t>(params[k].nbytes());
     while (rank + 1 < world) {
       const double mark = static_cast<double>(total) * static_cast<double>(rank + 1) / static_cast<double>(world);
       if (so_far + b / 2.0 <= mark) break;  // most of this tensor lies before the mark: it stays
@@ -423,12 +422,6 @@ void GradientAverager::on_gradient(size_t k) {
   while (s.next < buckets_.size() && s.ready[s.next] == buckets_[s.next].size()) start(s.next++);
 }
 
-int64_t GradientAverager::owner(size_t k) const {
-  TORCH_CHECK(k < options_.owners().size(), "GradientAverager::owner(", k, "): ", options_.owners().size(),
-              " parameters have owners");
-  return options_.owners()[k];
-}
-
 bool GradientAverager::owns(size_t k) const {
   return options_.owners().empty() || options_.owners().at(k) == group_->rank();
 }
@@ -444,7 +437,7 @@ void GradientAverager::start(size_t b) {
     parts.push_back(p.grad().reshape({-1}));
   }
   s.flat[b] = at::cat(parts);  // [bucket numel]
-  s.flat_bytes[b] = s.flat[b].numel() * static_cast<int64_t>(s.flat[b].element_size());
+  s.flat_bytes[b] = static_cast<int64_t>(s.flat[b].nbytes());
   if (!options_.reduce_to_owner()) {
     s.pending[b] = group_->all_reduce_sum_async(s.flat[b]);
     return;
@@ -478,8 +471,8 @@ void GradientAverager::broadcast_from_owners() {
     }
     pending[b] = group_->broadcast_async(flat[b], owner);
   };
+  if (!buckets_.empty()) issue(0);
   for (size_t b = 0; b < buckets_.size(); ++b) {
-    if (b == 0) issue(0);
     if (b + 1 < buckets_.size()) issue(b + 1);  // two in flight
     pending[b].wait();
     if (owner_of_bucket(b) != me) {
@@ -499,17 +492,16 @@ void GradientAverager::broadcast_from_owners() {
 void GradientAverager::average() {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
-  auto bytes = [&](size_t b) { return s.flat_bytes[b]; };
   overlap_ = Overlap{};
   overlap_.buckets = static_cast<int64_t>(buckets_.size());
   overlap_.started_in_backward = static_cast<int64_t>(s.next);  // the hooks start buckets in index order
   for (size_t b = 0; b < s.next; ++b)
-    if (s.pending[b].done()) overlap_.bytes_finished_in_backward += bytes(b);
+    if (s.pending[b].done()) overlap_.bytes_finished_in_backward += s.flat_bytes[b];
   while (s.next < buckets_.size()) start(s.next++);
   const double inv = 1.0 / static_cast<double>(group_->world_size());
   for (size_t b = 0; b < buckets_.size(); ++b) {
     s.pending[b].wait();
-    overlap_.bytes += bytes(b);
+    overlap_.bytes += s.flat_bytes[b];
     if (options_.reduce_to_owner() && owner_of_bucket(b) != group_->rank()) continue;  // not ours: dropped in start()
     s.flat[b].mul_(inv);
     int64_t off = 0;

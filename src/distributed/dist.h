@@ -135,8 +135,7 @@ class GradientAverager {
   void average();
   int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }
 
-  /// With owners: the rank that updates params[k], and whether that is this rank.
-  int64_t owner(size_t k) const;
+  /// With owners: whether this rank updates params[k].
   bool owns(size_t k) const;
   /// With owners, after the owners updated their parameters: every rank receives each bucket's
   /// new values from its owner (a bucket at a time, two in flight, so the transient memory is

@@ -23,6 +23,12 @@ bool decay_exempt(const std::string& name, const at::Tensor& p) {
   return p.dim() < 2 || has("bn") || has("ln") || has("bias") || has("logit_scale");
 }
 
+/// Seconds since `t`; with `sync`, after waiting for `device` (exact phase times on a GPU).
+double seconds_since(Clock::time_point t, const at::Device& device, bool sync) {
+  if (sync) synchronize(device);
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
 /// Bytes malloc has handed out and not had back, less the caching CPU allocator's idle blocks.
 int64_t heap_in_use_bytes() {
   const struct mallinfo2 m = ::mallinfo2();
@@ -86,7 +92,7 @@ bool TrainStep::owns_parameter(const at::Tensor& param) const {
 
 int64_t TrainStep::parameter_bytes() const {
   int64_t bytes = 0;
-  for (const auto& p : params_) bytes += p.numel() * static_cast<int64_t>(p.element_size());
+  for (const auto& p : params_) bytes += static_cast<int64_t>(p.nbytes());
   return bytes;
 }
 
@@ -112,7 +118,7 @@ void TrainStep::release_unowned_parameters() {
 int64_t TrainStep::optimizer_state_bytes() const {
   int64_t bytes = 0;
   auto add = [&](const at::Tensor& t) {
-    if (t.defined()) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+    if (t.defined()) bytes += static_cast<int64_t>(t.nbytes());
   };
   for (const auto& [impl, slot] : optimizer_.state()) {
     if (const auto* s = dynamic_cast<const torch::optim::AdamWParamState*>(slot.get())) {
@@ -140,7 +146,7 @@ void TrainStep::gather_optimizer_state() {
   {
     std::vector<double> rows(params_.size() * 2, 0.0);
     for (size_t k = 0; k < params_.size(); ++k) {
-      if (owners_[k] != group.rank()) continue;
+      if (!owns(k)) continue;
       auto it = state.find(params_[k].unsafeGetTensorImpl());
       if (it == state.end()) continue;
       rows[2 * k] = 1;
@@ -150,10 +156,11 @@ void TrainStep::gather_optimizer_state() {
     std::vector<at::Tensor> v{header};
     group.all_reduce_sum(v);
   }
-  const at::Tensor h = header.cpu();  // [P, 2]
+  const at::Tensor header_host = header.cpu();
+  const auto h = header_host.accessor<double, 2>();  // [P, 2]
   for (size_t k = 0; k < params_.size(); ++k) {
     const int64_t owner = owners_[k];
-    if (owner == 0 || h[k][0].item<double>() == 0) continue;  // rank 0's own, or no state yet
+    if (owner == 0 || h[k][0] == 0) continue;  // rank 0's own, or no state yet
     const at::Tensor& p = params_[k];
     const int64_t numel = c10::multiply_integers(shapes_[k]);
     torch::optim::AdamWParamState* s = nullptr;
@@ -165,7 +172,7 @@ void TrainStep::gather_optimizer_state() {
     auto received = std::make_unique<torch::optim::AdamWParamState>();
     received->exp_avg(moments[0].view(shapes_[k]).to(at::kCPU, /*non_blocking=*/false, /*copy=*/true));
     received->exp_avg_sq(moments[1].view(shapes_[k]).to(at::kCPU, /*non_blocking=*/false, /*copy=*/true));
-    received->step(static_cast<int64_t>(h[k][1].item<double>()));
+    received->step(static_cast<int64_t>(h[k][1]));
     state[p.unsafeGetTensorImpl()] = std::move(received);
   }
 }
@@ -187,10 +194,7 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
   StepResult r;
   const bool bf16 = options_.precision() == Precision::kBf16;
   const at::DeviceType device = micro[0].images.device().type();
-  auto since = [&](Clock::time_point t) {
-    if (options_.time_phases()) synchronize(micro[0].images.device());
-    return std::chrono::duration<double>(Clock::now() - t).count();
-  };
+  auto since = [&](Clock::time_point t) { return seconds_since(t, micro[0].images.device(), options_.time_phases()); };
   for (auto& g : optimizer_.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
   optimizer_.zero_grad();
 
@@ -255,7 +259,7 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
   for (size_t k = 0; k < params_.size(); ++k) {
     const at::Tensor& g = params_[k].grad();
     if (!g.defined()) continue;
-    r.gradient_bytes += g.numel() * static_cast<int64_t>(g.element_size());
+    r.gradient_bytes += static_cast<int64_t>(g.nbytes());
     if (!owns(k)) params_[k].mutable_grad() = at::Tensor();
     else grads.push_back(g);
   }
@@ -313,10 +317,7 @@ at::Tensor TrainStep::split_forward_backward(const MicroBatch& micro, StepResult
   const bool image_rank = group.rank() == 0;
   const at::DeviceType device = micro.images.device().type();
   const bool bf16 = options_.precision() == Precision::kBf16;
-  auto since = [&](Clock::time_point t) {
-    if (options_.time_phases()) synchronize(micro.images.device());
-    return std::chrono::duration<double>(Clock::now() - t).count();
-  };
+  auto since = [&](Clock::time_point t) { return seconds_since(t, micro.images.device(), options_.time_phases()); };
   const auto t0 = Clock::now();
   at::Tensor mine;  // [B, E] float: this rank's tower's normalised features, with its graph
   {

@@ -246,42 +246,41 @@ int64_t peak_rss_bytes() {
   return 0;
 }
 
-/// After a run's first step (when the optimizer state exists): each rank's optimizer-state and
-/// gradient bytes, counted from its tensors, and its peak RSS; rank 0 prints them and writes a
-/// "memory" record to metrics.jsonl. Collective in a distributed run.
+/// After a run's first step (when the optimizer state exists): each rank's parameter,
+/// activation, optimizer-state and gradient bytes, counted from its tensors, and its peak RSS;
+/// rank 0 prints them and writes a "memory" record to metrics.jsonl. Collective in a
+/// distributed run.
 void report_memory(const Job& job, const TrainStep& step, const StepResult& r, MetricsLog* metrics, int64_t at_step) {
-  const std::string mine = fmt::format("{} {} {} {} {}", step.optimizer_state_bytes(), r.gradient_bytes, peak_rss_bytes(),
-                                       step.parameter_bytes(), r.activation_bytes);
+  struct Column {
+    const char *label, *key;
+    int64_t mine;
+    std::vector<int64_t> ranks;
+  };
+  std::vector<Column> columns = {{"parameters", "parameter_bytes", step.parameter_bytes(), {}},
+                                 {"activations", "activation_bytes", r.activation_bytes, {}},  // -1: not measured
+                                 {"optimizer state", "optimizer_state_bytes", step.optimizer_state_bytes(), {}},
+                                 {"gradients", "gradient_bytes", r.gradient_bytes, {}},
+                                 {"peak RSS", "peak_rss_bytes", peak_rss_bytes(), {}}};
+  std::string mine;
+  for (const auto& c : columns) mine += fmt::format("{} ", c.mine);
   const std::vector<std::string> all = job.group ? job.group->all_gather_strings(mine) : std::vector<std::string>{mine};
   if (!job.main_rank()) return;
-  std::vector<int64_t> state, grads, rss, params, activations;
   for (const auto& line : all) {
     std::istringstream in(line);
-    int64_t a = 0, b = 0, c = 0, d = 0, e = -1;
-    in >> a >> b >> c >> d >> e;
-    state.push_back(a);
-    grads.push_back(b);
-    rss.push_back(c);
-    params.push_back(d);
-    activations.push_back(e);
+    for (auto& c : columns) {
+      int64_t v = -1;
+      in >> v;
+      c.ranks.push_back(v);
+    }
   }
-  auto mib = [](int64_t b) { return static_cast<double>(b) / (1 << 20); };
-  std::string line = "memory per rank (MiB): parameters";
-  for (auto b : params) line += fmt::format(" {:.1f}", mib(b));
-  line += ", activations";
-  for (auto b : activations) line += b < 0 ? std::string(" n/a") : fmt::format(" {:.1f}", mib(b));
-  line += ", optimizer state";
-  for (auto b : state) line += fmt::format(" {:.1f}", mib(b));
-  line += ", gradients";
-  for (auto b : grads) line += fmt::format(" {:.1f}", mib(b));
-  line += ", peak RSS";
-  for (auto b : rss) line += fmt::format(" {:.0f}", mib(b));
-  fmt::print("{}\n", line);
-  if (metrics)
-    metrics->write(fmt::format("{{\"step\": {}, \"memory\": {{\"optimizer_state_bytes\": [{}], \"gradient_bytes\": [{}], "
-                               "\"peak_rss_bytes\": [{}], \"parameter_bytes\": [{}], \"activation_bytes\": [{}]}}}}",
-                               at_step, fmt::join(state, ", "), fmt::join(grads, ", "), fmt::join(rss, ", "),
-                               fmt::join(params, ", "), fmt::join(activations, ", ")));
+  std::string text = "memory per rank (MiB):", json;
+  for (const auto& c : columns) {
+    text += fmt::format("{} {}", &c == &columns[0] ? "" : ",", c.label);
+    for (int64_t b : c.ranks) text += b < 0 ? std::string(" n/a") : fmt::format(" {:.1f}", static_cast<double>(b) / (1 << 20));
+    json += fmt::format("{}\"{}\": [{}]", json.empty() ? "" : ", ", c.key, fmt::join(c.ranks, ", "));
+  }
+  fmt::print("{}\n", text);
+  if (metrics) metrics->write(fmt::format("{{\"step\": {}, \"memory\": {{{}}}}}", at_step, json));
 }
 
 std::string json_metrics(const std::map<std::string, double>& m) {
@@ -313,10 +312,10 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     else if (job.group)
       fmt::print("data parallel: {} ranks ({} backend, rendezvous {}:{}), global batch {}{}\n", job.world(),
                  job.group->backend(), job.env.master_addr, job.env.master_port, global_batch,
-                 cfg.dist().shard() == Shard::kNone ? std::string()
-                 : cfg.dist().shard() == Shard::kOptimizer
-                     ? std::string(", ZeRO stage 1 (dist.shard: optimizer)")
-                     : std::string(", ZeRO stage 2 (dist.shard: gradients)"));
+                 cfg.dist().shard() == Shard::kNone
+                     ? std::string()
+                     : fmt::format(", ZeRO stage {} (dist.shard: {})", cfg.dist().shard() == Shard::kOptimizer ? 1 : 2,
+                                   enum_name(cfg.dist().shard())));
     write_file_atomic((out / "train_config.yaml").string(), effective);
   }
 
