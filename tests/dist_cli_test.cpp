@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <iostream>
 #include <random>
 #include <regex>
@@ -105,6 +106,15 @@ class DistTrain : public ::testing::Test {
   }
   static std::string train(const std::string& out, const std::string& extra) {
     return "train --config " + (*dir_ / "train.yaml").string() + " --out " + (*dir_ / out).string() + " " + extra;
+  }
+  /// Each (flags, key): a config error (exit 3) naming the key, before any rank trains.
+  static void expect_layout_errors(const std::string& out, const std::vector<std::pair<std::string, std::string>>& cases) {
+    for (const auto& [extra, key] : cases) {
+      auto bad = run_cli(train(out, extra));
+      EXPECT_EQ(bad.code, 3) << extra << "\n" << bad.out;
+      EXPECT_NE(bad.out.find(key), std::string::npos) << extra << "\n" << bad.out;
+      EXPECT_EQ(bad.out.find("starting training"), std::string::npos) << extra << "\n" << bad.out;
+    }
   }
   static fs::path* dir_;
 };
@@ -417,16 +427,118 @@ TEST_F(DistTrain, SplitTowersEqualOneProcessAndResume) {
   EXPECT_LT(max_diff(*dir_ / ("towers_one_vit/" + last), *dir_ / ("towers_to_one/" + last)), 1e-6);
 
   // Impossible layouts: config errors (exit 3) naming the key, before any rank trains.
-  for (const auto& [extra, key] : std::vector<std::pair<std::string, std::string>>{
-           {"--set dist.towers=split", "dist.towers"},
-           {"--nproc 3 --set dist.towers=split", "dist.towers"},
-           {"--nproc 2 --set dist.towers=split --set dist.shard=optimizer", "dist.shard"},
-           {"--nproc 2 --set dist.towers=split --set train.accum_steps=2", "train.accum_steps"}}) {
-    auto bad = run_cli(train("towers_bad", extra));
-    EXPECT_EQ(bad.code, 3) << extra << "\n" << bad.out;
-    EXPECT_NE(bad.out.find(key), std::string::npos) << extra << "\n" << bad.out;
-    EXPECT_EQ(bad.out.find("starting training"), std::string::npos) << extra << "\n" << bad.out;
+  expect_layout_errors("towers_bad", {{"--set dist.towers=split", "dist.towers"},
+                                       {"--nproc 3 --set dist.towers=split", "dist.towers"},
+                                       {"--nproc 2 --set dist.towers=split --set dist.shard=optimizer", "dist.shard"},
+                                       {"--nproc 2 --set dist.towers=split --set train.accum_steps=2", "train.accum_steps"}});
+}
+
+// Pipeline: the image tower's blocks cut into 2 stages on 2 ranks, each batch in M micro-batches
+// (GPipe fill-drain), the loss over the whole batch on the last stage. 10 steps with clipping
+// equal one process (ViT with M = 1, 2, 4, siglip, bf16 and a ModifiedResNet with M = 1: its
+// BatchNorm normalises each micro-batch by its own statistics); stop and
+// resume is exact, one process resumes a pipeline checkpoint; 2 stages x 2 replicas (4 processes)
+// equal 2 data-parallel ranks; the bubble is recorded; impossible layouts are config errors.
+TEST_F(DistTrain, PipelineEqualsOneProcessComposesWithDataParallelAndResumes) {
+  const std::string common = "--set train.steps=10 --set train.grad_clip=0.5 --set train.checkpoint_every=5 ";
+  const std::string last = "checkpoints/step-00000010/";
+  auto compare = [&](const std::string& name, const fs::path& a, const fs::path& b, double tolerance) {
+    const auto la = losses(a / "metrics.jsonl"), lb = losses(b / "metrics.jsonl");
+    ASSERT_EQ(la.size(), 10u) << name;
+    ASSERT_EQ(lb.size(), 10u) << name;
+    double worst_loss = 0;
+    for (size_t i = 0; i < la.size(); ++i) worst_loss = std::max(worst_loss, std::abs(la[i] - lb[i]));
+    const double params = max_diff(a / (last + "model.safetensors"), b / (last + "model.safetensors"));
+    const double moments = max_diff(a / (last + "trainer.safetensors"), b / (last + "trainer.safetensors"), "exp_avg");
+    std::cout << "[ pipeline ] " << name << ": 10 steps, max |loss diff| " << worst_loss << ", max |param diff| " << params
+              << ", max |moment diff| " << moments << "\n";
+    EXPECT_LT(worst_loss, tolerance) << name;
+    EXPECT_LT(params, tolerance) << name;
+    EXPECT_LT(moments, tolerance) << name;
+  };
+  struct Combo {
+    std::string name, model, loss, extra;
+    int64_t micro;
+  };
+  std::map<std::string, fs::path> reference;  // one-process runs by model, loss and extra
+  for (const Combo& c : {Combo{"vit_m1", "model.yaml", "clip", "", 1}, Combo{"vit_m2", "model.yaml", "clip", "", 2},
+                         Combo{"vit_m4", "model.yaml", "clip", "", 4}, Combo{"siglip_m2", "model_siglip.yaml", "siglip", "", 2},
+                         Combo{"bf16_m1", "model.yaml", "clip", "--set train.precision=bf16", 1},
+                         Combo{"rn_m1", "model_rn.yaml", "clip", "", 1}}) {
+    const std::string args = common + "--set model=" + (*dir_ / c.model).string() + " --set loss.name=" + c.loss + " " + c.extra;
+    const std::string key = c.model + c.loss + c.extra;
+    if (!reference.count(key)) {
+      auto one = run_cli(train("pipe_one_" + c.name, args));
+      ASSERT_EQ(one.code, 0) << one.out;
+      reference[key] = *dir_ / ("pipe_one_" + c.name);
+    }
+    auto two = run_cli(train("pipe_" + c.name, "--nproc 2 --set dist.pipeline_stages=2 --set dist.micro_batches=" +
+                                                   std::to_string(c.micro) + " " + args));
+    ASSERT_EQ(two.code, 0) << two.out;
+    EXPECT_NE(two.out.find("pipeline parallel: 2 stages x 1 data-parallel replicas"), std::string::npos) << two.out;
+    EXPECT_NE(two.out.find("pipeline bubble over 9 steps"), std::string::npos) << two.out;
+    // One micro-batch: the same arithmetic as one process, so float ulps. Several: each block's
+    // weight gradient is a sum over micro-batches instead of one matrix product over the batch,
+    // so the sums round differently (about 1e-7 relative); over 10 AdamW steps at lr 1e-3 that
+    // stays under 1e-5, while one missed or doubled micro-batch would move the weights by ~1e-3.
+    // (In bf16 those partial products round to bf16 each, about 4e-3 relative, which is why the
+    // bf16 case runs one micro-batch.)
+    compare(c.name, reference[key], *dir_ / ("pipe_" + c.name), c.micro == 1 ? 1e-6 : 1e-5);
+    // Each rank holds its stage: the parameter bytes add up to one process's.
+    const auto p1 = field(reference[key] / "metrics.jsonl", "parameter_bytes"),
+               p2 = field(*dir_ / ("pipe_" + c.name) / "metrics.jsonl", "parameter_bytes");
+    ASSERT_EQ(p2.size(), 1u);
+    ASSERT_EQ(p2[0].size(), 2u);
+    EXPECT_EQ(p2[0][0] + p2[0][1], p1[0][0]);
+    // The bubble record: one idle share per stage, a share of the span.
+    const auto idle = field(*dir_ / ("pipe_" + c.name) / "metrics.jsonl", "idle_share");
+    ASSERT_EQ(idle.size(), 1u);
+    ASSERT_EQ(idle[0].size(), 2u);
+    for (double v : idle[0]) {
+      EXPECT_GE(v, 0.0);
+      EXPECT_LT(v, 1.0);
+    }
   }
+  // Stop at step 5 and resume: bit for bit the straight run; one process resumes the pipeline's
+  // step-5 checkpoint as it resumes its own.
+  const std::string vit = common + "--set model=" + (*dir_ / "model.yaml").string();
+  const std::string pipe = "--nproc 2 --set dist.pipeline_stages=2 --set dist.micro_batches=2 ";
+  auto r = run_cli(train("pipe_resumed", pipe + vit + " --stop-after 5"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli(train("pipe_resumed", pipe + vit + " --resume auto"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(losses(*dir_ / "pipe_resumed/metrics.jsonl"), losses(*dir_ / "pipe_vit_m2/metrics.jsonl"));
+  EXPECT_EQ(max_diff(*dir_ / ("pipe_vit_m2/" + last + "model.safetensors"), *dir_ / ("pipe_resumed/" + last + "model.safetensors")), 0.0);
+  r = run_cli(train("pipe_to_one", vit + " --resume " + (*dir_ / "pipe_vit_m2/checkpoints/step-00000005").string()));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_LT(max_diff(*dir_ / ("pipe_one_vit_m1/" + last + "model.safetensors"), *dir_ / ("pipe_to_one/" + last + "model.safetensors")), 1e-5);
+
+  // Composition: 2 stages x 2 data-parallel replicas (4 processes, one thread each) equal 2
+  // data-parallel ranks on the same data (each replica reads one rank's slice), negatives
+  // gathered across the replicas' last stages; each stage's replicas stay bit-identical
+  // (check_every: 1).
+  const std::string dp = vit + " --set loss.gather_with_grad=true --set data.batch_size=4 ";
+  r = run_cli(train("pipe_dp_ref", "--nproc 2 " + dp));
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli(train("pipe_dp", "--nproc 4 --set dist.pipeline_stages=2 --set dist.micro_batches=2 --set dist.check_every=1 " + dp));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("pipeline parallel: 2 stages x 2 data-parallel replicas"), std::string::npos) << r.out;
+  compare("2 stages x 2 replicas", *dir_ / "pipe_dp_ref", *dir_ / "pipe_dp", 1e-5);
+  r = run_cli(train("pipe_dp_resumed", "--nproc 4 --set dist.pipeline_stages=2 --set dist.micro_batches=2 " + dp + " --stop-after 5"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli(train("pipe_dp_resumed", "--nproc 4 --set dist.pipeline_stages=2 --set dist.micro_batches=2 " + dp + " --resume auto"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(losses(*dir_ / "pipe_dp_resumed/metrics.jsonl"), losses(*dir_ / "pipe_dp/metrics.jsonl"));
+  EXPECT_EQ(max_diff(*dir_ / ("pipe_dp/" + last + "model.safetensors"), *dir_ / ("pipe_dp_resumed/" + last + "model.safetensors")), 0.0);
+
+  // Impossible layouts: config errors (exit 3) naming the key, before any rank trains.
+  expect_layout_errors("pipe_bad", {{"--nproc 3 --set dist.pipeline_stages=2", "dist.pipeline_stages"},
+                                     {"--nproc 3 --set dist.pipeline_stages=3", "dist.pipeline_stages"},  // 3 stages, 2 blocks
+                                     {"--nproc 2 --set dist.pipeline_stages=2 --set dist.micro_batches=3", "dist.micro_batches"},
+                                     {"--nproc 2 --set dist.micro_batches=2", "dist.micro_batches"},
+                                     {"--nproc 2 --set dist.pipeline_stages=2 --set dist.shard=optimizer", "dist.shard"},
+                                     {"--nproc 2 --set dist.pipeline_stages=2 --set dist.towers=split", "dist.towers"},
+                                     {"--nproc 2 --set dist.pipeline_stages=2 --set train.accum_steps=2", "train.accum_steps"}});
 }
 
 // torchrun (from the torch wheel setup installs) as the launcher: its agent serves the store.

@@ -261,6 +261,36 @@ TEST(Dist, RanksThatOwnNothingStillTakePartInEveryCollective) {
   });
 }
 
+// A pipeline's plumbing on 4 ranks laid out as 2 stages x 2 replicas: sends arrive in order at
+// the next stage of the same replica; each stage's replicas form a subgroup whose all-reduce sums
+// only theirs, and whose string gather keeps to its own keys.
+TEST(Dist, SendReceiveInOrderAndSubgroupsReduceTheirOwnRanks) {
+  on_ranks(4, [](dist::Group& g) {
+    const int64_t stage = g.rank() % 2, replica = g.rank() / 2;
+    if (stage == 0) {
+      auto a = g.send_async(at::full({3}, 10.0 * (g.rank() + 1)), g.rank() + 1);
+      auto b = g.send_async(at::arange(5, at::kFloat) + g.rank(), g.rank() + 1);
+      a.wait();
+      b.wait();
+    } else {
+      at::Tensor a = at::empty({3}), b = at::empty({5});
+      g.recv_async(a, g.rank() - 1).wait();
+      g.recv_async(b, g.rank() - 1).wait();
+      EXPECT_TRUE(a.equal(at::full({3}, 10.0 * g.rank())));  // from rank - 1: 10 (rank - 1 + 1)
+      EXPECT_TRUE(b.equal(at::arange(5, at::kFloat) + (g.rank() - 1)));
+    }
+    auto sub = g.new_group({stage, stage + 2}, "stage-" + std::to_string(stage));
+    EXPECT_EQ(sub->rank(), replica);
+    EXPECT_EQ(sub->world_size(), 2);
+    std::vector<at::Tensor> v{at::full({2}, static_cast<double>(g.rank()))};
+    sub->all_reduce_sum(v);
+    EXPECT_TRUE(v[0].equal(at::full({2}, static_cast<double>(2 * stage + 2))));  // stage + (stage + 2)
+    const auto names = sub->all_gather_strings("rank " + std::to_string(g.rank()));
+    EXPECT_EQ(names, (std::vector<std::string>{"rank " + std::to_string(stage), "rank " + std::to_string(stage + 2)}));
+    EXPECT_THROW(g.new_group({(stage + 1) % 2}, "not-mine"), std::exception);
+  });
+}
+
 TEST(Dist, StringsBroadcastAndIdentityCheck) {
   on_ranks(3, [](dist::Group& g) {
     auto all = g.all_gather_strings(std::string(static_cast<size_t>(g.rank()) * 3, 'a' + static_cast<char>(g.rank())));

@@ -211,6 +211,8 @@ void visit_fields(V& v, DistCfg& d) {
   v.field("check_every", d.check_every(), Bound::between(0, 1e12));
   v.field("shard", d.shard());
   v.field("towers", d.towers());
+  v.field("pipeline_stages", d.pipeline_stages(), Bound::between(1, 1024));
+  v.field("micro_batches", d.micro_batches(), Bound::between(1, 1 << 20));
 }
 
 /// The sections of a training config after `model` and `tokenizer` (which name other files and

@@ -70,6 +70,37 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
 
 void check_layout(const TrainConfig& cfg, int64_t world_size) {
   const DistCfg& d = cfg.dist();
+  const int64_t stages = d.pipeline_stages();
+  if (stages > 1) {
+    const VisionCfg& v = cfg.model().vision_cfg();
+    const int64_t blocks = v.is_resnet() ? v.layers()[0] + v.layers()[1] + v.layers()[2] + v.layers()[3] : v.layers()[0];
+    if (stages > blocks)
+      detail::invalid(cfg.source(), "dist.pipeline_stages",
+                      fmt::format("{} stages, but the image tower ({}) has {} residual blocks to cut; valid: 1..{}", stages,
+                                  cfg.model_name(), blocks, blocks));
+    if (world_size % stages != 0)
+      detail::invalid(cfg.source(), "dist.pipeline_stages",
+                      fmt::format("{} stages do not divide the world of {} ranks (ranks = stages x data-parallel replicas; "
+                                  "use --nproc {} or a multiple of it)",
+                                  stages, world_size, stages));
+    if (d.towers() == Towers::kSplit)
+      detail::invalid(cfg.source(), "dist.towers", "split with dist.pipeline_stages > 1; choose one kind of model parallelism");
+    if (d.shard() != Shard::kNone)
+      detail::invalid(cfg.source(), "dist.shard",
+                      fmt::format("'{}' with dist.pipeline_stages > 1; valid with a pipeline: none", enum_name(d.shard())));
+    if (cfg.train().accum_steps() != 1)
+      detail::invalid(cfg.source(), "train.accum_steps",
+                      fmt::format("{} with a pipeline; its micro-batches are dist.micro_batches (accum_steps: 1)",
+                                  cfg.train().accum_steps()));
+    if (cfg.data().batch_size() % d.micro_batches() != 0)
+      detail::invalid(cfg.source(), "dist.micro_batches",
+                      fmt::format("{} micro-batches do not divide data.batch_size {}", d.micro_batches(), cfg.data().batch_size()));
+  } else if (d.micro_batches() != 1) {
+    detail::invalid(cfg.source(), "dist.micro_batches",
+                    fmt::format("{} without a pipeline (dist.pipeline_stages: 1); to accumulate micro-batches in one stage "
+                                "use train.accum_steps",
+                                d.micro_batches()));
+  }
   if (d.towers() != Towers::kSplit) return;
   if (world_size != 2)
     detail::invalid(cfg.source(), "dist.towers",

@@ -100,6 +100,13 @@ struct DistCfg {
   /// split: the image tower (and logit_scale) on rank 0, the text tower on rank 1; both read
   /// the same batches. Needs exactly 2 ranks (check_layout).
   TORCH_ARG(Towers, towers) = Towers::kTogether;
+  /// Pipeline parallelism: the image tower's residual blocks cut into this many stages on as
+  /// many ranks (the stem on the first, the head, the text tower and the loss on the last); the
+  /// world is stages x data-parallel replicas. 1: off.
+  TORCH_ARG(int64_t, pipeline_stages) = 1;
+  /// Pipeline parallelism: each batch flows through the stages as this many micro-batches
+  /// (GPipe's fill-drain schedule); the loss still sees the whole batch. Divides data.batch_size.
+  TORCH_ARG(int64_t, micro_batches) = 1;
 };
 
 struct TrainConfig {
@@ -122,7 +129,8 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
 
 /// Whether the config's parallel layout can run on `world_size` ranks; throws ConfigError naming
 /// the dist key and what would work (split towers need exactly 2 ranks, no dist.shard and
-/// train.accum_steps 1). Called before any rank starts, and by every rank before it trains.
+/// train.accum_steps 1; a pipeline needs a world divisible by its stages, no more stages than the
+/// image tower has residual blocks, micro-batches that divide the batch). Called before any rank starts, and by every rank before it trains.
 void check_layout(const TrainConfig& cfg, int64_t world_size);
 
 

@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <mutex>
 #include <optional>
@@ -96,15 +97,45 @@ struct Group::Impl {
   c10::intrusive_ptr<c10d::Store> store;  // the prefixed store the group uses
   c10::intrusive_ptr<c10d::Backend> pg;
   int64_t gathers = 0;  // all_gather_strings calls so far: every rank makes them in the same order
+  std::string label;    // a subgroup's " in <name>" for messages; empty for the whole job
+  int64_t group_rank = 0, group_size = 1;  // this process's place in the group (env: in the job)
+  std::map<std::string, int64_t> groups_named;  // new_group calls so far, by name
+
+  /// Creates the Gloo or NCCL backend for `rank` of `size` on `store`.
+  void create_backend(int64_t rank, int64_t size) {
+    const auto timeout = to_ms(timeout_seconds);
+    try {
+      if (backend == "gloo") {
+        auto go = c10d::ProcessGroupGloo::Options::create(timeout);
+        if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {
+          go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+        } else if (env.master_addr == "127.0.0.1" || env.master_addr == "localhost") {
+          go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+        } else {
+          go->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+        }
+        pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, static_cast<int>(rank), static_cast<int>(size), go);
+      } else {
+#ifdef TORCHCLIP_HAVE_NCCL
+        auto no = c10d::ProcessGroupNCCL::Options::create();
+        no->timeout = timeout;
+        pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, static_cast<int>(rank), static_cast<int>(size), no);
+#endif
+      }
+    } catch (const std::exception& e) {
+      throw std::runtime_error(fmt::format("rank {}/{}{}: creating the {} process group failed within {} s: {}", env.rank,
+                                           env.world_size, label, backend, timeout_seconds, without_backtrace(e)));
+    }
+  }
 
   /// Waits for `work`, turning backend errors into one message with context.
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) const {
     try {
       work->wait();
     } catch (const std::exception& e) {
-      throw std::runtime_error(fmt::format("rank {}/{}: {} failed ({}; another rank has probably exited or hung, "
+      throw std::runtime_error(fmt::format("rank {}/{}{}: {} failed ({}; another rank has probably exited or hung, "
                                            "timeout {} s): {}",
-                                           env.rank, env.world_size, what, backend, timeout_seconds, without_backtrace(e)));
+                                           env.rank, env.world_size, label, what, backend, timeout_seconds, without_backtrace(e)));
     }
   }
   template <typename F>
@@ -114,7 +145,8 @@ struct Group::Impl {
     } catch (const std::runtime_error&) {
       throw;
     } catch (const std::exception& e) {
-      throw std::runtime_error(fmt::format("rank {}/{}: {} failed ({}): {}", env.rank, env.world_size, what, backend, without_backtrace(e)));
+      throw std::runtime_error(
+          fmt::format("rank {}/{}{}: {} failed ({}): {}", env.rank, env.world_size, label, what, backend, without_backtrace(e)));
     }
   }
 };
@@ -165,38 +197,37 @@ std::shared_ptr<Group> Group::init(const Env& env, const GroupOptions& o) {
   }
   const std::string prefix =
       (env.agent_store ? fmt::format("/worker/attempt_{}/", env.restart_count) : std::string()) + "torchclip/" + backend;
-  auto store = c10::make_intrusive<c10d::PrefixStore>(prefix, impl->store);
-  impl->store = store;
-  try {
-    if (backend == "gloo") {
-      auto go = c10d::ProcessGroupGloo::Options::create(timeout);
-      if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {
-        go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
-      } else if (env.master_addr == "127.0.0.1" || env.master_addr == "localhost") {
-        go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-      } else {
-        go->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-      }
-      impl->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, static_cast<int>(env.rank),
-                                                             static_cast<int>(env.world_size), go);
-    } else {
-#ifdef TORCHCLIP_HAVE_NCCL
-      auto no = c10d::ProcessGroupNCCL::Options::create();
-      no->timeout = timeout;
-      impl->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, static_cast<int>(env.rank),
-                                                             static_cast<int>(env.world_size), no);
-#endif
-    }
-  } catch (const std::exception& e) {
-    throw std::runtime_error(fmt::format("rank {}/{}: creating the {} process group failed within {} s: {}", env.rank,
-                                         env.world_size, backend, o.timeout_seconds(), without_backtrace(e)));
-  }
+  impl->store = c10::make_intrusive<c10d::PrefixStore>(prefix, impl->store);
+  impl->group_rank = env.rank;
+  impl->group_size = env.world_size;
+  impl->create_backend(env.rank, env.world_size);
   return std::shared_ptr<Group>(new Group(std::move(impl)));
 }
 
-int64_t Group::rank() const { return impl_->env.rank; }
-int64_t Group::world_size() const { return impl_->env.world_size; }
+int64_t Group::rank() const { return impl_->group_rank; }
+int64_t Group::world_size() const { return impl_->group_size; }
 const std::string& Group::backend() const { return impl_->backend; }
+
+std::shared_ptr<Group> Group::new_group(const std::vector<int64_t>& ranks, const std::string& name) {
+  std::vector<int64_t> sorted = ranks;
+  std::sort(sorted.begin(), sorted.end());
+  TORCH_CHECK(!sorted.empty() && sorted.front() >= 0 && sorted.back() < world_size() &&
+                  std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end(),
+              "new_group '", name, "': ranks must be distinct and in 0..", world_size() - 1);
+  const auto it = std::find(ranks.begin(), ranks.end(), rank());
+  TORCH_CHECK(it != ranks.end(), "new_group: rank ", rank(), " is not in group '", name, "'");
+  const int64_t count = impl_->groups_named[name]++;  // the same on every member: they make the same calls
+  auto impl = std::make_unique<Impl>();
+  impl->env = impl_->env;  // messages keep the job's rank; the subgroup's own is its index
+  impl->backend = impl_->backend;
+  impl->timeout_seconds = impl_->timeout_seconds;
+  impl->label = " in " + name;
+  impl->store = c10::make_intrusive<c10d::PrefixStore>(fmt::format("group/{}/{}", name, count), impl_->store);
+  impl->group_rank = it - ranks.begin();
+  impl->group_size = static_cast<int64_t>(ranks.size());
+  impl->create_backend(impl->group_rank, impl->group_size);
+  return std::shared_ptr<Group>(new Group(std::move(impl)));
+}
 
 void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
   // One collective per tensor, all in flight before the first wait.
@@ -231,6 +262,14 @@ Group::Pending Group::broadcast_async(const at::Tensor& tensor, int64_t root) {
   c10d::BroadcastOptions bo;
   bo.rootRank = root;
   return start_one(impl_.get(), "broadcast", tensor, [&](std::vector<at::Tensor>& t) { return impl_->pg->broadcast(t, bo); });
+}
+
+Group::Pending Group::send_async(const at::Tensor& tensor, int64_t to) {
+  return start_one(impl_.get(), "send", tensor, [&](std::vector<at::Tensor>& t) { return impl_->pg->send(t, static_cast<int>(to), 0); });
+}
+
+Group::Pending Group::recv_async(const at::Tensor& tensor, int64_t from) {
+  return start_one(impl_.get(), "receive", tensor, [&](std::vector<at::Tensor>& t) { return impl_->pg->recv(t, static_cast<int>(from), 0); });
 }
 
 std::vector<at::Tensor> Group::all_gather(const at::Tensor& local) {
@@ -409,6 +448,11 @@ GradientAverager::~GradientAverager() {
 void GradientAverager::arm() {
   std::lock_guard<std::mutex> lock(state_->mutex);
   state_->armed = true;
+}
+
+void GradientAverager::mark_ready(const at::Tensor& param) {
+  for (size_t k = 0; k < params_.size(); ++k)
+    if (params_[k].unsafeGetTensorImpl() == param.unsafeGetTensorImpl()) on_gradient(k);
 }
 
 void GradientAverager::on_gradient(size_t k) {

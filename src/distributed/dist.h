@@ -57,9 +57,16 @@ class Group {
   static std::shared_ptr<Group> init(const Env& env, const GroupOptions& options);
   ~Group();
 
+  /// This process's rank in the group and the group's size (the job's, unless new_group made it).
   int64_t rank() const;
   int64_t world_size() const;
   const std::string& backend() const;
+
+  /// A group of some of this group's ranks (`ranks`, in this group's numbering; this rank must be
+  /// one of them), on the same store and backend, as torch.distributed.new_group. Only its
+  /// members call it, each with the same `ranks` and `name` (it prefixes the rendezvous keys, with
+  /// a count of this name's groups so far, and names the group in errors).
+  std::shared_ptr<Group> new_group(const std::vector<int64_t>& ranks, const std::string& name);
 
   /// In-place sum over ranks of each tensor (same shapes on every rank).
   void all_reduce_sum(std::vector<at::Tensor>& tensors);
@@ -75,6 +82,11 @@ class Group {
   Pending reduce_sum_async(const at::Tensor& tensor, int64_t root);
   /// Starts an in-place broadcast of `tensor` from `root`.
   Pending broadcast_async(const at::Tensor& tensor, int64_t root);
+  /// Point to point: starts sending `tensor` to rank `to`, or receiving rank `from`'s into
+  /// `tensor` (same shape and dtype as sent). Messages between two ranks arrive in the order sent;
+  /// a tensor must stay alive, unchanged, until its wait().
+  Pending send_async(const at::Tensor& tensor, int64_t to);
+  Pending recv_async(const at::Tensor& tensor, int64_t from);
   /// Every rank's `local` in rank order; shapes must match across ranks.
   std::vector<at::Tensor> all_gather(const at::Tensor& local);
   /// In-place broadcast from `root`.
@@ -131,6 +143,9 @@ class GradientAverager {
   /// The next backward is the last of this step (the only one, or the last micro-batch's): its
   /// gradients start their buckets' all-reduces as they become ready.
   void arm();
+  /// After arm(): `param`'s gradient is already final (an earlier backward of this step wrote
+  /// it, e.g. the loss's for logit_scale), so its bucket does not wait for a hook that will not come.
+  void mark_ready(const at::Tensor& param);
   /// Completes the averaging (after backward). Without arm(), every bucket starts here.
   void average();
   int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }

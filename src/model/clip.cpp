@@ -43,6 +43,29 @@ at::Tensor CLIPImpl::encode_image(const at::Tensor& images, bool normalize) {
   return normalize ? l2_normalize(f) : f;
 }
 
+int64_t CLIPImpl::image_block_count() const { return vit ? vit->num_blocks() : resnet->num_blocks(); }
+
+at::Tensor CLIPImpl::image_stem(const at::Tensor& images) {
+  TORCH_CHECK(images.dim() == 4 && images.size(1) == 3, "image_stem: expected images [batch, 3, H, W], got ", images.sizes());
+  return vit ? vit->stem(images) : resnet->stem(images);
+}
+
+at::Tensor CLIPImpl::image_blocks(const at::Tensor& x, int64_t begin, int64_t end) {
+  return vit ? vit->blocks(x, begin, end) : resnet->blocks(x, begin, end);
+}
+
+at::Tensor CLIPImpl::image_head(const at::Tensor& x, bool normalize) {
+  auto f = vit ? vit->head(x) : resnet->head(x);  // [B, E]
+  return normalize ? l2_normalize(f) : f;
+}
+
+std::optional<int64_t> CLIPImpl::image_part(const std::string& name) const {
+  const std::string prefix = "visual.";
+  if (name.rfind(prefix, 0) != 0) return std::nullopt;
+  const std::string inner = name.substr(prefix.size());
+  return vit ? vit->part_of(inner) : resnet->part_of(inner);
+}
+
 at::Tensor CLIPImpl::encode_text(const at::Tensor& ids, bool normalize) {
   auto f = text(ids);  // [B, E]
   return normalize ? l2_normalize(f) : f;

@@ -10,6 +10,7 @@
 #include "model/vision_transformer.h"
 
 #include <map>
+#include <optional>
 
 namespace torchclip {
 
@@ -28,6 +29,16 @@ class CLIPImpl : public torch::nn::Cloneable<CLIPImpl> {
 
   /// images [B, 3, S, S] -> [B, E].
   at::Tensor encode_image(const at::Tensor& images, bool normalize = false);
+  /// The image tower in parts, for pipeline stages: encode_image(x) equals
+  /// image_head(image_blocks(image_stem(x), 0, image_block_count())). The stem's output and the
+  /// blocks' are the tower's activations (ViT: [B, T, W] tokens; ResNet: [B, C, H, W] maps).
+  int64_t image_block_count() const;
+  at::Tensor image_stem(const at::Tensor& images);
+  at::Tensor image_blocks(const at::Tensor& x, int64_t begin, int64_t end);
+  at::Tensor image_head(const at::Tensor& x, bool normalize = false);  // -> [B, E]
+  /// Of a parameter or buffer named as in state_dict: for the image tower's, -1 the stem, i
+  /// residual block i, image_block_count() the head; nullopt for anything else.
+  std::optional<int64_t> image_part(const std::string& name) const;
   /// ids [B, T] int64 -> [B, E].
   at::Tensor encode_text(const at::Tensor& ids, bool normalize = false);
   /// Both towers, normalised, plus the exponentiated scale and the bias.

@@ -96,13 +96,43 @@ void ModifiedResNetImpl::reset() {
   }
 }
 
-at::Tensor ModifiedResNetImpl::forward(const at::Tensor& images) {
+at::Tensor ModifiedResNetImpl::forward(const at::Tensor& images) { return head(blocks(stem(images), 0, num_blocks())); }
+
+at::Tensor ModifiedResNetImpl::stem(const at::Tensor& images) {
   auto x = at::relu(bn1(conv1(images)));  // [B, w/2, S/2, S/2]
   x = at::relu(bn2(conv2(x)));
   x = at::relu(bn3(conv3(x)));            // [B, w, S/2, S/2]
-  x = avg_pool(x, 2);                     // [B, w, S/4, S/4]
-  x = layer4->forward(layer3->forward(layer2->forward(layer1->forward(x))));  // [B, 32w, S/32, S/32]
-  return attnpool(x);                     // [B, E]
+  return avg_pool(x, 2);                  // [B, w, S/4, S/4]
+}
+
+int64_t ModifiedResNetImpl::num_blocks() const {
+  const auto& l = options.cfg().layers();
+  return l[0] + l[1] + l[2] + l[3];
+}
+
+at::Tensor ModifiedResNetImpl::blocks(at::Tensor x, int64_t begin, int64_t end) {
+  TORCH_CHECK(0 <= begin && begin <= end && end <= num_blocks(), "ResNet blocks [", begin, ", ", end, ") outside its ",
+              num_blocks());
+  int64_t i = 0;
+  for (const auto& layer : {layer1, layer2, layer3, layer4}) {
+    for (const auto& block : layer->children()) {
+      if (i >= begin && i < end) x = block->as<BottleneckImpl>()->forward(x);  // [B, C, H, W] -> [B, C', H', W']
+      ++i;
+    }
+  }
+  return x;  // after layer4: [B, 32w, S/32, S/32]
+}
+
+at::Tensor ModifiedResNetImpl::head(const at::Tensor& x) { return attnpool(x); }  // [B, E]
+
+int64_t ModifiedResNetImpl::part_of(const std::string& name) const {
+  if (name.rfind("attnpool.", 0) == 0) return num_blocks();
+  if (name.rfind("layer", 0) != 0) return -1;  // conv1..3, bn1..3
+  const int64_t layer = name[5] - '1';         // "layerL.j.<rest>"
+  const auto& l = options.cfg().layers();
+  int64_t first = 0;
+  for (int64_t k = 0; k < layer; ++k) first += l[k];
+  return first + std::stoll(name.substr(7));
 }
 
 int64_t ModifiedResNetImpl::flops() const {

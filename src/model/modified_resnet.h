@@ -51,8 +51,18 @@ class ModifiedResNetImpl : public torch::nn::Cloneable<ModifiedResNetImpl> {
  public:
   explicit ModifiedResNetImpl(VisionTowerOptions options) : options(std::move(options)) { reset(); }
   void reset() override;
-  /// images: [B, 3, S, S] -> [B, output_dim] (not normalised).
+  /// images: [B, 3, S, S] -> [B, output_dim] (not normalised): head(blocks(stem(images))).
   at::Tensor forward(const at::Tensor& images);
+  /// The forward in three parts, for pipeline stages. stem: [B, 3, S, S] -> [B, w, S/4, S/4]
+  /// (three convolutions and the average pool); blocks: Bottlenecks [begin, end) counted across
+  /// layer1..layer4; head: the attention pool, [B, 32w, S/32, S/32] -> [B, E].
+  at::Tensor stem(const at::Tensor& images);
+  at::Tensor blocks(at::Tensor x, int64_t begin, int64_t end);
+  at::Tensor head(const at::Tensor& x);
+  int64_t num_blocks() const;
+  /// The part a parameter or buffer (named within this tower) belongs to: -1 the stem, i
+  /// Bottleneck i, num_blocks() the head.
+  int64_t part_of(const std::string& name) const;
   /// Forward FLOPs of one image (2 per multiply-add, convolutions and matrix products only).
   int64_t flops() const;
 

@@ -126,9 +126,16 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
 }  // namespace
 
 at::Tensor TransformerImpl::forward(at::Tensor x, const std::optional<at::Tensor>& attn_mask, bool is_causal) {
+  return forward_blocks(std::move(x), 0, static_cast<int64_t>(resblocks->size()), attn_mask, is_causal);
+}
+
+at::Tensor TransformerImpl::forward_blocks(at::Tensor x, int64_t begin, int64_t end, const std::optional<at::Tensor>& attn_mask,
+                                           bool is_causal) {
+  TORCH_CHECK(0 <= begin && begin <= end && end <= static_cast<int64_t>(resblocks->size()), "transformer blocks [", begin,
+              ", ", end, ") outside its ", resblocks->size());
   const bool checkpoint = grad_checkpointing && is_training() && at::GradMode::is_enabled() && x.requires_grad();
-  for (const auto& block : *resblocks) {
-    auto* b = block->as<ResidualAttentionBlockImpl>();
+  for (int64_t i = begin; i < end; ++i) {
+    auto* b = resblocks[i]->as<ResidualAttentionBlockImpl>();
     x = checkpoint ? BlockCheckpoint::apply(x, reinterpret_cast<int64_t>(b), attn_mask, is_causal)
                    : b->forward(x, attn_mask, is_causal);  // [B, T, W]
   }

@@ -101,6 +101,9 @@ class TransformerImpl : public torch::nn::Cloneable<TransformerImpl> {
   void reset() override;
   /// x: [B, T, W] -> [B, T, W].
   at::Tensor forward(at::Tensor x, const std::optional<at::Tensor>& attn_mask = std::nullopt, bool is_causal = false);
+  /// Blocks [begin, end) only (a pipeline stage's share). x: [B, T, W] -> [B, T, W].
+  at::Tensor forward_blocks(at::Tensor x, int64_t begin, int64_t end, const std::optional<at::Tensor>& attn_mask = std::nullopt,
+                            bool is_causal = false);
   /// Forward FLOPs (2 per multiply-add) of the matrix products for one sequence of T tokens.
   int64_t flops(int64_t tokens) const;
 

@@ -31,7 +31,9 @@ void VisionTransformerImpl::reset() {
   proj = register_parameter("proj", scale * at::randn({W, options.output_dim()}));
 }
 
-at::Tensor VisionTransformerImpl::forward(const at::Tensor& images) {
+at::Tensor VisionTransformerImpl::forward(const at::Tensor& images) { return head(blocks(stem(images), 0, num_blocks())); }
+
+at::Tensor VisionTransformerImpl::stem(const at::Tensor& images) {
   const VisionCfg& c = options.cfg();
   auto x = conv1(images);                       // [B, W, G, G]
   const int64_t B = x.size(0), W = x.size(1);
@@ -40,18 +42,26 @@ at::Tensor VisionTransformerImpl::forward(const at::Tensor& images) {
   x = at::cat({cls, x}, 1);                     // [B, 1+G*G, W]
   x = x + positional_embedding.to(x.scalar_type());
   if (is_training() && c.patch_dropout() > 0) x = patch_dropout(x, c.patch_dropout());
-  if (ln_pre) x = ln_pre(x);
-  x = transformer(x);                           // [B, T, W]
-  at::Tensor pooled;
+  return ln_pre ? ln_pre(x) : x;                // [B, T, W]
+}
+
+at::Tensor VisionTransformerImpl::blocks(const at::Tensor& x, int64_t begin, int64_t end) {
+  return transformer->forward_blocks(x, begin, end);  // [B, T, W]
+}
+
+at::Tensor VisionTransformerImpl::head(const at::Tensor& x) {
+  const VisionCfg& c = options.cfg();
   auto pool = [&](const at::Tensor& t) {
     return c.pool_type() == VisionPool::kAvg ? t.slice(1, 1).mean(1) : t.select(1, 0);  // [B, W]
   };
-  if (c.final_ln_after_pool()) {
-    pooled = ln_post(pool(x));
-  } else {
-    pooled = pool(ln_post(x));
-  }
+  const at::Tensor pooled = c.final_ln_after_pool() ? ln_post(pool(x)) : pool(ln_post(x));
   return at::matmul(pooled, proj);              // [B, E]
+}
+
+int64_t VisionTransformerImpl::part_of(const std::string& name) const {
+  const std::string blocks_prefix = "transformer.resblocks.";
+  if (name.rfind(blocks_prefix, 0) == 0) return std::stoll(name.substr(blocks_prefix.size()));
+  return name.rfind("ln_post", 0) == 0 || name == "proj" ? num_blocks() : -1;
 }
 
 int64_t VisionTransformerImpl::flops() const {

@@ -21,8 +21,18 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
  public:
   explicit VisionTransformerImpl(VisionTowerOptions options) : options(std::move(options)) { reset(); }
   void reset() override;
-  /// images: [B, 3, S, S] -> [B, output_dim] (not normalised).
+  /// images: [B, 3, S, S] -> [B, output_dim] (not normalised): head(blocks(stem(images))).
   at::Tensor forward(const at::Tensor& images);
+  /// The forward in three parts, for pipeline stages. stem: images [B, 3, S, S] -> tokens
+  /// [B, T, W] (patchify, class token, positions, patch dropout, ln_pre); blocks: residual blocks
+  /// [begin, end), [B, T, W] -> [B, T, W]; head: ln_post, pool and proj, [B, T, W] -> [B, E].
+  at::Tensor stem(const at::Tensor& images);
+  at::Tensor blocks(const at::Tensor& x, int64_t begin, int64_t end);
+  at::Tensor head(const at::Tensor& x);
+  int64_t num_blocks() const { return static_cast<int64_t>(transformer->resblocks->size()); }
+  /// The part a parameter (named within this tower) belongs to: -1 the stem, i residual block i,
+  /// num_blocks() the head.
+  int64_t part_of(const std::string& name) const;
   /// Forward FLOPs of one image (2 per multiply-add, matrix products and convolutions only).
   int64_t flops() const;
 

@@ -7,6 +7,7 @@
 #include "util/device.h"
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <torch/optim/adamw.h>
 
 #include <chrono>
@@ -63,7 +64,50 @@ TrainStep::TrainStep(CLIP model, ContrastiveLoss loss, torch::optim::Optimizer& 
   params_ = model_->parameters();
   for (const auto& p : params_) shapes_.push_back(p.sizes().vec());
   const auto& group = options_.group();
-  if (options_.towers() == Towers::kSplit) {
+  if (group) owner_id_ = group->rank();
+  if (options_.pipeline_stages() > 1) {
+    TORCH_CHECK(group && group->world_size() % options_.pipeline_stages() == 0, "a pipeline of ",
+                options_.pipeline_stages(), " stages needs a group whose size is a multiple of it");
+    TORCH_CHECK(options_.shard() == Shard::kNone && options_.towers() == Towers::kTogether,
+                "a pipeline takes dist.shard: none and dist.towers: together");
+    PipelinePlace& pp = pipe_;
+    pp.stages = options_.pipeline_stages();
+    pp.stage = group->rank() % pp.stages;
+    pp.replicas = group->world_size() / pp.stages;
+    pp.replica = group->rank() / pp.stages;
+    pp.micro_batches = options_.micro_batches();
+    // Stage s runs blocks [s n / S, (s + 1) n / S): runs of about equal length.
+    const int64_t n = model_->image_block_count();
+    TORCH_CHECK(pp.stages <= n, "a pipeline of ", pp.stages, " stages, but the image tower has ", n, " blocks");
+    auto first_block = [&](int64_t stage) { return stage * n / pp.stages; };
+    pp.begin = first_block(pp.stage);
+    pp.end = first_block(pp.stage + 1);
+    auto stage_of = [&](const std::string& name) {
+      const auto part = model_->image_part(name);
+      if (!part) return pp.stages - 1;  // the text tower, logit_scale, logit_bias
+      if (*part < 0) return int64_t{0};  // the stem
+      int64_t stage = 0;
+      while (stage + 1 < pp.stages && first_block(stage + 1) <= *part) ++stage;  // the head: the last
+      return stage;
+    };
+    owner_id_ = pp.stage;
+    for (const auto& p : model_->named_parameters()) owners_.push_back(stage_of(p.key()));
+    for (const auto& b : model_->named_buffers()) {
+      if (!model_->image_part(b.key())) continue;
+      buffers_.push_back(b.value());
+      buffer_owners_.push_back(stage_of(b.key()));
+    }
+    if (pp.replicas > 1) {
+      std::vector<int64_t> ranks;
+      for (int64_t d = 0; d < pp.replicas; ++d) ranks.push_back(d * pp.stages + pp.stage);
+      replica_group_ = group->new_group(ranks, fmt::format("pipeline-stage-{}", pp.stage));
+      std::vector<at::Tensor> mine;
+      for (size_t k = 0; k < params_.size(); ++k)
+        if (owns(k)) mine.push_back(params_[k]);
+      averager_ = std::make_unique<dist::GradientAverager>(replica_group_, mine,
+                                                           dist::AveragerOptions().bucket_bytes(options_.bucket_bytes()));
+    }
+  } else if (options_.towers() == Towers::kSplit) {
     TORCH_CHECK(group && group->world_size() == 2, "dist.towers: split needs a group of exactly 2 ranks");
     split_ = true;
     // Rank 0: the image tower and the logit scale and bias; rank 1: everything else (the text
@@ -82,12 +126,31 @@ TrainStep::TrainStep(CLIP model, ContrastiveLoss loss, torch::optim::Optimizer& 
   }
 }
 
-bool TrainStep::owns(size_t k) const { return owners_.empty() || owners_[k] == options_.group()->rank(); }
+bool TrainStep::owns(size_t k) const { return owners_.empty() || owners_[k] == owner_id_; }
 
 bool TrainStep::owns_parameter(const at::Tensor& param) const {
   for (size_t k = 0; k < params_.size(); ++k)
     if (params_[k].unsafeGetTensorImpl() == param.unsafeGetTensorImpl()) return owns(k);
   return true;
+}
+
+at::Tensor TrainStep::logit_scale() const {
+  const at::Tensor& p = model_->logit_scale;
+  for (size_t k = 0; k < params_.size() && !owners_.empty(); ++k) {
+    if (params_[k].unsafeGetTensorImpl() != p.unsafeGetTensorImpl() || owners_[k] == 0) continue;
+    auto& group = *options_.group();
+    at::Tensor value = group.rank() == owners_[k] ? p.detach().clone() : at::empty(shapes_[k], p.options());
+    group.broadcast_async(value, owners_[k]).wait();
+    return value;
+  }
+  return p.detach();
+}
+
+std::vector<at::Tensor> TrainStep::owned_parameters() const {
+  std::vector<at::Tensor> out;
+  for (size_t k = 0; k < params_.size(); ++k)
+    if (owns(k)) out.push_back(params_[k]);
+  return out;
 }
 
 int64_t TrainStep::parameter_bytes() const {
@@ -97,20 +160,29 @@ int64_t TrainStep::parameter_bytes() const {
 }
 
 void TrainStep::gather_parameters() {
-  if (!split_) return;
+  if (!places_parameters()) return;
   at::NoGradGuard no_grad;
   auto& group = *options_.group();
+  // owners_[k] is also the rank that sends parameter k: rank 1 under split towers, stage s's
+  // rank in replica 0 (rank s) in a pipeline. Every rank takes part in each broadcast.
   for (size_t k = 0; k < params_.size(); ++k) {
     if (owners_[k] == 0) continue;
     at::Tensor p = params_[k];
     if (group.rank() == 0) p.set_data(at::empty(shapes_[k], p.options()));
-    at::Tensor buffer = group.rank() == 0 || owns(k) ? p.detach() : at::empty(shapes_[k], p.options());
+    at::Tensor buffer = group.rank() == 0 || owners_[k] == group.rank() ? p.detach() : at::empty(shapes_[k], p.options());
     group.broadcast_async(buffer, owners_[k]).wait();
+  }
+  // The other stages' buffers (BatchNorm statistics), which each rank keeps whole but only their
+  // stage updates.
+  for (size_t k = 0; k < buffers_.size(); ++k) {
+    if (buffer_owners_[k] == 0) continue;
+    at::Tensor b = group.rank() == 0 || buffer_owners_[k] == group.rank() ? buffers_[k] : at::empty_like(buffers_[k]);
+    group.broadcast_async(b, buffer_owners_[k]).wait();
   }
 }
 
 void TrainStep::release_unowned_parameters() {
-  if (!split_) return;
+  if (!places_parameters()) return;
   for (size_t k = 0; k < params_.size(); ++k)
     if (!owns(k)) params_[k].set_data(at::empty({0}, params_[k].options()));
 }
@@ -146,7 +218,7 @@ void TrainStep::gather_optimizer_state() {
   {
     std::vector<double> rows(params_.size() * 2, 0.0);
     for (size_t k = 0; k < params_.size(); ++k) {
-      if (!owns(k)) continue;
+      if (owners_[k] != group.rank()) continue;  // a pipeline's other replicas hold copies
       auto it = state.find(params_[k].unsafeGetTensorImpl());
       if (it == state.end()) continue;
       rows[2 * k] = 1;
@@ -208,9 +280,9 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
       r.activation_bytes = heap_in_use_bytes() - heap_before;
   };
   at::Tensor loss;
-  if (split_) {
-    TORCH_CHECK(n == 1, "dist.towers: split trains one micro-batch per step, got ", n);
-    loss = split_forward_backward(micro[0], r, measure);
+  if (places_parameters()) {
+    TORCH_CHECK(n == 1, "split towers and pipelines take one batch per step (pipelines cut it themselves), got ", n);
+    loss = split_ ? split_forward_backward(micro[0], r, measure) : pipeline_forward_backward(micro[0], r, measure);
   }
   std::vector<at::Tensor> cached_img(n), cached_txt(n);  // each [B, E] float
   if (n > 1) {
@@ -224,7 +296,7 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
     }
     r.forward_seconds += since(t0);
   }
-  for (size_t j = 0; j < (split_ ? 0 : n); ++j) {
+  for (size_t j = 0; j < (places_parameters() ? 0 : n); ++j) {
     const auto t0 = Clock::now();
     LossInput in;
     {
@@ -266,14 +338,23 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
   // The squared global gradient norm: this rank's share, summed over ranks under ZeRO.
   at::Tensor norm_sq = grads.empty() ? at::zeros({}, on_device) : at::stack(at::_foreach_norm(grads)).to(at::kDouble).pow(2).sum();
   if (options_.group()) {
-    // On the parameters' device: NCCL reduces CUDA tensors only.
-    std::vector<at::Tensor> v{at::stack({r.loss, r.stop, sharded() ? norm_sq : at::zeros_like(norm_sq)})};  // [3]
+    // On the parameters' device: NCCL reduces CUDA tensors only. Sharded layouts sum the squared
+    // norms of their shares; a pipeline's other replicas hold copies of replica 0's.
+    const bool counts_norm = sharded() && pipe_.replica == 0;
+    const at::Tensor head = at::stack({r.loss, r.stop, counts_norm ? norm_sq : at::zeros_like(norm_sq)});  // [3]
+    const bool timed = r.pipeline_seconds.defined();  // a pipeline measuring its bubble (alike on every rank)
+    std::vector<at::Tensor> v{timed ? at::cat({head, r.pipeline_seconds}) : head};  // [3] or [3 + 2S]
     options_.group()->all_reduce_sum(v);
     if (averager_) {
       const auto& overlap = averager_->last_overlap();
       r.allreduce_hidden_share = overlap.bytes > 0 ? static_cast<double>(overlap.bytes_finished_in_backward) / overlap.bytes : 0;
     }
-    r.loss = split_ ? v[0][0] : v[0][0] / static_cast<double>(options_.group()->world_size());  // split: rank 0's
+    // Split: rank 0's loss; pipeline: the mean of the last stages'; else the mean of all ranks'.
+    r.loss = v[0][0] / static_cast<double>(split_ ? 1 : pipeline() ? pipe_.replicas : options_.group()->world_size());
+    if (timed) {  // [1 + S]: the latest stage's end, then each stage's busy time (means over replicas)
+      const at::Tensor times = v[0].slice(0, 3) / static_cast<double>(pipe_.replicas);  // [2S]
+      r.pipeline_seconds = at::cat({times.slice(0, 0, pipe_.stages).max().unsqueeze(0), times.slice(0, pipe_.stages)});
+    }
     r.stop = v[0][1];
     if (sharded()) norm_sq = v[0][2];
     r.reduce_seconds = since(t_reduce);
@@ -296,7 +377,7 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr, bool 
   } else {
     if (r.read().applied) optimizer_.step();  // another optimizer: the guard costs a sync
   }
-  if (averager_ && sharded()) averager_->broadcast_from_owners();  // every rank gets the owners' new values
+  if (averager_ && options_.shard() != Shard::kNone) averager_->broadcast_from_owners();  // every rank gets the owners' new values
   // The clamp is part of the update: a skipped step leaves logit_scale as it was too.
   if (model_->logit_scale.numel() == 0) {  // split towers: rank 0 owns and clamps it
     r.optimizer_seconds = since(t0);
@@ -354,6 +435,146 @@ at::Tensor TrainStep::split_forward_backward(const MicroBatch& micro, StepResult
   mine.backward(grad);
   r.backward_seconds += since(t1);
   return at::zeros({}, mine.options());  // rank 0 reports the loss
+}
+
+at::Tensor TrainStep::pipeline_forward_backward(const MicroBatch& micro, StepResult& r, const std::function<void()>& measure) {
+  auto& group = *options_.group();
+  const PipelinePlace& pp = pipe_;
+  const int64_t M = pp.micro_batches, s = pp.stage;
+  const bool first = s == 0, last = s == pp.stages - 1;
+  const int64_t prev = group.rank() - 1, next = group.rank() + 1;  // the neighbouring stages of this replica
+  const at::Device dev = micro.images.device();
+  const bool bf16 = options_.precision() == Precision::kBf16;
+  TORCH_CHECK(micro.images.size(0) % M == 0, "pipeline: a batch of ", micro.images.size(0), " does not split into ", M,
+              " micro-batches");
+  // Busy time: each piece of compute, timed (on a GPU exact only with time_phases); the waits
+  // for a neighbour's message are what is left of the span.
+  // The bubble: the stages start the step together (a barrier), so the step's span is the latest
+  // stage's end; a stage's busy time is what its compute took, and the rest of the span it
+  // waited. Host clocks measure compute on a CPU; on a GPU only with time_phases (a sync after
+  // each piece), so without it nothing is timed and there is no barrier.
+  const bool bubble = dev.is_cpu() || options_.time_phases();
+  double busy = 0, span = 0;
+  if (bubble) group.barrier();
+  const auto t_start = Clock::now();
+  auto timed = [&](auto&& fn) {
+    const auto t = Clock::now();
+    fn();
+    if (!bubble) return;
+    busy += seconds_since(t, dev, options_.time_phases());
+    span = seconds_since(t_start, dev, false);
+  };
+  std::vector<at::Tensor> kept;               // sent tensors stay alive until their wait
+  std::vector<dist::Group::Pending> sending;
+  auto send = [&](const at::Tensor& t, int64_t to) {
+    kept.push_back(t);
+    sending.push_back(group.send_async(t, to));
+  };
+  // Every stage of a replica reads the same batches with its own loader; a fingerprint of each
+  // micro-batch's token ids travels with its activation, so stages that fell out of step (a
+  // sample one rank failed to read) stop instead of pairing images with other captions.
+  const std::vector<at::Tensor> texts = micro.texts.chunk(M);  // [M] x [b, T]
+  auto fingerprint = [&](int64_t j) {  // 0-d int64 on the device; wraps on overflow, alike everywhere
+    const at::Tensor& t = texts[j];
+    return (t * (at::arange(t.numel(), t.options()).view(t.sizes()) + 1)).sum();
+  };
+  // An activation goes as a header [ndim, dtype, sizes (up to 5), fingerprint] (its shape may
+  // vary: patch dropout, a last partial batch) and then its values.
+  constexpr int64_t kHeader = 8, kMaxDims = kHeader - 3;
+  auto send_activation = [&](const at::Tensor& y, int64_t j) {
+    TORCH_CHECK(y.dim() <= kMaxDims, "pipeline: activations of ", y.dim(), " dimensions (at most ", kMaxDims, ")");
+    std::vector<int64_t> h(kHeader, 0);
+    h[0] = y.dim();
+    h[1] = static_cast<int64_t>(y.scalar_type());
+    for (int64_t d = 0; d < y.dim(); ++d) h[2 + d] = y.size(d);
+    at::Tensor header = at::tensor(h, at::kLong).to(dev);
+    header[kHeader - 1].copy_(fingerprint(j));  // on the device: no sync
+    send(header, next);
+    send(y.detach().contiguous(), next);
+  };
+  auto receive_activation = [&](int64_t j) {
+    at::Tensor h = at::empty({kHeader}, at::TensorOptions().dtype(at::kLong).device(dev));
+    group.recv_async(h, prev).wait();
+    const at::Tensor on_host = h.cpu();
+    const std::vector<int64_t> v(on_host.data_ptr<int64_t>(), on_host.data_ptr<int64_t>() + kHeader);
+    TORCH_CHECK(v[0] >= 1 && v[0] <= kMaxDims, "pipeline: stage ", s, " received a malformed activation header");
+    TORCH_CHECK(v[kHeader - 1] == fingerprint(j).item<int64_t>(), "pipeline: micro-batch ", j, " of stage ", s,
+                " holds other captions than stage ", s - 1, "'s: the two ranks' loaders fell out of step (a sample one "
+                "of them could not read?); stopping rather than pairing images with the wrong captions");
+    at::Tensor x = at::empty(std::vector<int64_t>(v.begin() + 2, v.begin() + 2 + v[0]),
+                             at::TensorOptions().dtype(static_cast<at::ScalarType>(v[1])).device(dev));
+    group.recv_async(x, prev).wait();
+    return x.requires_grad_(true);  // a leaf: its gradient goes back to the previous stage
+  };
+
+  // The last stage runs the text tower on the whole batch first, while the first micro-batch
+  // is on its way through the earlier stages.
+  at::Tensor text;  // [B, E] float, with its graph
+  if (last)
+    timed([&] {
+      AutocastGuard autocast(dev.type(), bf16);
+      text = model_->encode_text(micro.texts, true).to(at::kFloat);
+    });
+  // Forward: every micro-batch through this stage, each sent on as soon as it is done.
+  const std::vector<at::Tensor> images = first ? micro.images.chunk(M) : std::vector<at::Tensor>{};
+  std::vector<at::Tensor> inputs(M), outputs(M);  // [M] this stage's input and output activations
+  for (int64_t j = 0; j < M; ++j) {
+    if (!first) inputs[j] = receive_activation(j);
+    timed([&] {
+      AutocastGuard autocast(dev.type(), bf16);
+      at::Tensor x = first ? model_->image_stem(images[j]) : inputs[j];  // ViT [b, T, W]; ResNet [b, C, H, W]
+      x = model_->image_blocks(x, pp.begin, pp.end);
+      outputs[j] = last ? model_->image_head(x, true).to(at::kFloat) : x;  // last: [b, E] float
+    });
+    if (!last) send_activation(outputs[j], j);
+  }
+  // The loss over the whole batch, on leaves: its backward stops at the features, whose
+  // gradients then go back micro-batch by micro-batch.
+  at::Tensor loss;
+  std::vector<at::Tensor> features(M);  // last stage: [M] leaves [b, E]
+  at::Tensor text_leaf;
+  if (last)
+    timed([&] {
+      for (int64_t j = 0; j < M; ++j) features[j] = outputs[j].detach().requires_grad_(true);
+      text_leaf = text.detach().requires_grad_(true);
+      LossInput in;
+      in.image_features = M == 1 ? features[0] : at::cat(features);  // [B, E]
+      in.text_features = text_leaf;
+      in.logit_scale = model_->logit_scale.exp();
+      if (model_->logit_bias.defined()) in.logit_bias = model_->logit_bias;
+      loss = loss_->forward(in);
+    });
+  measure();
+  if (last) timed([&] { loss.backward(); });  // the features' gradients, logit_scale's (and logit_bias')
+  // Backward in reverse micro-batch order: each micro-batch's output gradient comes from the next
+  // stage (the loss on the last), and its input gradient goes to the previous one.
+  for (int64_t j = M - 1; j >= 0; --j) {
+    at::Tensor grad;
+    if (last) {
+      grad = features[j].grad();
+    } else {
+      grad = at::empty(outputs[j].sizes(), outputs[j].options());  // contiguous, as sent
+      group.recv_async(grad, next).wait();
+    }
+    if (averager_ && j == 0) {  // the last backward of this stage's blocks
+      averager_->arm();
+      if (last) {  // the loss's backward wrote these already: their bucket need not wait for them
+        averager_->mark_ready(model_->logit_scale);
+        if (model_->logit_bias.defined()) averager_->mark_ready(model_->logit_bias);
+      }
+    }
+    timed([&] { outputs[j].backward(grad); });
+    if (!first) send(inputs[j].grad().contiguous(), prev);
+  }
+  if (last) timed([&] { text.backward(text_leaf.grad()); });  // while the earlier stages drain
+  for (auto& p : sending) p.wait();
+  if (bubble) {
+    std::vector<double> times(2 * pp.stages, 0.0);  // [span per stage, busy per stage]: this rank's entries
+    times[s] = span;
+    times[pp.stages + s] = busy;
+    r.pipeline_seconds = at::tensor(times, at::kDouble).to(dev);
+  }
+  return last ? loss : at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(dev));
 }
 
 StepValues StepResult::read() const {

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace torchclip {
@@ -56,6 +57,15 @@ struct StepOptions {
   /// logit_scale, rank 1 the text tower; both get the same batch. The features meet on rank 0
   /// through an all-gather, rank 0 computes the loss and sends the text features' gradient back.
   TORCH_ARG(Towers, towers) = Towers::kTogether;
+  /// Pipeline parallelism over `group` (dist.pipeline_stages, dist.micro_batches): the image
+  /// tower's residual blocks cut into `pipeline_stages` contiguous runs of about equal length;
+  /// rank r is stage r % S of replica r / S. Stage 0 also runs the stem; the last stage the head,
+  /// the text tower, logit_scale (and logit_bias) and the loss. Each step's batch flows through
+  /// the stages as `micro_batches` micro-batches, all forward, then all backward in reverse
+  /// (GPipe's fill-drain), and the last stage computes the loss once over the whole batch.
+  /// Replicas of a stage average their gradients, as data parallelism.
+  TORCH_ARG(int64_t, pipeline_stages) = 1;
+  TORCH_ARG(int64_t, micro_batches) = 1;
   /// False: forward and backward only, gradients left in place (`bench model` measures this).
   TORCH_ARG(bool, update) = true;
   /// Wait for the device between phases so StepResult's phase times are exact (benchmarks).
@@ -94,6 +104,12 @@ struct StepResult {
   /// allocated for backward (malloc's in-use bytes after the loss minus before the forward,
   /// the caching allocator's idle blocks excluded); -1 when not measured.
   int64_t activation_bytes = -1;
+  /// Pipeline: [1 + S] double on the device, seconds: the span of this step's pipeline (from the
+  /// barrier the stages start it with to the end of the last stage to finish), then each stage's
+  /// busy time in it (forward, loss and backward, not the waits for a neighbour), means over
+  /// replicas; a stage's idle share is 1 - busy / span. Measured on a CPU, and on a GPU with
+  /// time_phases; undefined otherwise.
+  at::Tensor pipeline_seconds;
 };
 
 class TrainStep {
@@ -115,19 +131,33 @@ class TrainStep {
   /// tower). Without owners the calls below do nothing.
   bool sharded() const { return !owners_.empty(); }
   bool split_towers() const { return split_; }
+  /// Pipeline: this rank's stage, and the image tower's blocks it runs, [begin, end).
+  bool pipeline() const { return pipe_.stages > 1; }
+  int64_t pipeline_stage() const { return pipe_.stage; }
+  std::pair<int64_t, int64_t> stage_blocks() const { return {pipe_.begin, pipe_.end}; }
+  /// Pipeline with replicas: the ranks that hold this rank's stage (the last stage's gathers the
+  /// loss's negatives across replicas); nullptr otherwise.
+  std::shared_ptr<dist::Group> replica_group() const { return replica_group_; }
   /// Collective: each rank sends the optimizer state of the parameters it owns to rank 0, which
   /// then holds the whole state, as one process would (before a checkpoint is written).
   void gather_optimizer_state();
   /// Drops the optimizer state of the parameters this rank does not own (after a checkpoint was
   /// written, or one holding every parameter's state was restored).
   void release_unowned_state();
+  /// The parameters this rank updates (all of them without owners).
+  std::vector<at::Tensor> owned_parameters() const;
   /// Whether this rank updates `param` (every parameter without owners).
   bool owns_parameter(const at::Tensor& param) const;
-  /// Split towers, collective: rank 0 receives the other tower's parameters (before it saves a
-  /// checkpoint or evaluates), so it holds the whole model until release_unowned_parameters().
+  /// Split towers or pipeline, collective: rank 0 receives the parameters it does not hold (and
+  /// the other stages' buffers) before it saves a checkpoint or evaluates, so it holds the whole
+  /// model until release_unowned_parameters().
   void gather_parameters();
-  /// Split towers: frees the parameters of the other rank's tower (their shapes are kept).
+  /// Split towers or pipeline: frees the parameters of the other ranks' towers or stages (their
+  /// shapes are kept).
   void release_unowned_parameters();
+  /// The model's logit_scale, on rank 0 (other ranks may get an empty tensor); collective when
+  /// another rank owns it (a pipeline's last stage), so every rank calls it at the same points.
+  at::Tensor logit_scale() const;
   /// Bytes of optimizer state (moments) and of parameters this rank holds, from the tensors.
   int64_t optimizer_state_bytes() const;
   int64_t parameter_bytes() const;
@@ -143,12 +173,27 @@ class TrainStep {
   /// Split towers: the features of both towers meet on rank 0 for the loss; returns the loss
   /// (rank 0; zero on rank 1) after both towers' backward.
   at::Tensor split_forward_backward(const MicroBatch& micro, StepResult& r, const std::function<void()>& measure);
+  /// Pipeline: this stage's part of the GPipe schedule; returns the loss on the last stage (zero
+  /// elsewhere) after this stage's backward, and fills r.pipeline_seconds' local part.
+  at::Tensor pipeline_forward_backward(const MicroBatch& micro, StepResult& r, const std::function<void()>& measure);
+  /// Whether parameters live on one rank only (split towers, pipeline stages), so ranks free
+  /// the others' and rank 0 gathers them for checkpoints.
+  bool places_parameters() const { return split_ || pipeline(); }
 
   std::vector<at::Tensor> params_;
   std::vector<std::vector<int64_t>> shapes_;  // [params] each parameter's shape, kept when it is freed
   std::unique_ptr<dist::GradientAverager> averager_;
-  std::vector<int64_t> owners_;  // [params] the rank that updates each; empty: every rank all
+  std::vector<int64_t> owners_;  // [params] the rank that updates each (pipeline: its stage,
+                                 // replica 0's rank); empty: every rank all
+  int64_t owner_id_ = 0;         // what owners_ holds for this rank's parameters
   bool split_ = false;
+  struct PipelinePlace {
+    int64_t stages = 1, stage = 0, replicas = 1, replica = 0, micro_batches = 1;
+    int64_t begin = 0, end = 0;  // this stage's image blocks
+  } pipe_;
+  std::shared_ptr<dist::Group> replica_group_;
+  std::vector<at::Tensor> buffers_;     // pipeline: the image tower's buffers (BatchNorm statistics)
+  std::vector<int64_t> buffer_owners_;  // [buffers_] their stages
   bool measure_activations_ = false;
 };
 

@@ -65,11 +65,23 @@ struct Job {
   c10::Device device = c10::Device(c10::kCPU);  // train.device, resolved for this rank
   std::shared_ptr<dist::Group> group;  // nullptr: one process
   bool split_towers = false;  // dist.towers: split: 2 ranks, one tower each, the same batches
+  int64_t stages = 1;         // dist.pipeline_stages: rank r is stage r % stages of replica r / stages
   bool main_rank() const { return env.rank == 0; }
   int64_t world() const { return env.world_size; }
-  /// The ranks that read different data: all of them, or one with split towers.
-  int64_t data_world() const { return split_towers ? 1 : env.world_size; }
-  int64_t data_rank() const { return split_towers ? 0 : env.rank; }
+  /// Whether every rank holds the whole model and its own slice of the data (plain data parallel).
+  bool replicated() const { return !split_towers && stages == 1; }
+  /// The ranks that read different data: all of them, one with split towers, one per pipeline
+  /// replica (the stages of a replica read the same batches).
+  int64_t data_world() const { return split_towers ? 1 : env.world_size / stages; }
+  int64_t data_rank() const { return split_towers ? 0 : env.rank / stages; }
+  /// Collective: the data ranks' loader positions in data-rank order.
+  std::vector<std::string> loader_states(const std::string& mine) const {
+    if (!group || split_towers) return {mine};
+    const std::vector<std::string> all = group->all_gather_strings(mine);
+    std::vector<std::string> out;
+    for (size_t r = 0; r < all.size(); r += static_cast<size_t>(stages)) out.push_back(all[r]);  // each replica's first stage
+    return out;
+  }
   /// Runs `fn` on rank 0 while the others wait for it without a collective timeout.
   void on_rank0(const std::string& what, const std::function<void()>& fn) const {
     if (group) group->run_on_rank0(what, fn);
@@ -83,6 +95,7 @@ Job join_job(const TrainConfig& cfg) {
   job.env = dist::Env::from_environment();
   check_layout(cfg, job.env.world_size);  // before any rendezvous: every rank fails alike
   job.split_towers = cfg.dist().towers() == Towers::kSplit;
+  job.stages = cfg.dist().pipeline_stages();
   job.device = resolve_device(cfg.train().device(), "train.device", job.env.local_rank);
   if (job.device.is_cuda()) {
     // One GPU per rank (cuda:LOCAL_RANK for auto), current for every kernel this process runs.
@@ -283,6 +296,31 @@ void report_memory(const Job& job, const TrainStep& step, const StepResult& r, M
   if (metrics) metrics->write(fmt::format("{{\"step\": {}, \"memory\": {{{}}}}}", at_step, json));
 }
 
+/// Pipeline: the share of the steps' span each stage waited for a neighbour (the bubble), from
+/// the summed times of `steps` steps ([1 + S]: span, busy per stage), against GPipe's
+/// (S - 1) / (M + S - 1) for equal stages. Rank 0 prints it and writes a "pipeline" record.
+void report_bubble(const TrainConfig& cfg, const at::Tensor& seconds, int64_t steps, MetricsLog* metrics, int64_t at_step) {
+  const at::Tensor t = seconds.cpu();
+  const int64_t S = t.numel() - 1, M = cfg.dist().micro_batches();
+  const double span = t[0].item<double>();
+  std::vector<double> busy, idle;
+  for (int64_t k = 0; k < S; ++k) {
+    busy.push_back(t[1 + k].item<double>());
+    idle.push_back(span > 0 ? 1.0 - busy.back() / span : 0.0);
+  }
+  const double theory = static_cast<double>(S - 1) / static_cast<double>(M + S - 1);
+  std::string shares;
+  for (int64_t k = 0; k < S; ++k) shares += fmt::format("{}stage {} {:.1f}%", k ? ", " : "", k, 100 * idle[k]);
+  fmt::print("pipeline bubble over {} steps (idle share of the span, per stage): {}; theory (S-1)/(M+S-1) = {:.1f}% "
+             "(S={}, M={})\n",
+             steps, shares, 100 * theory, S, M);
+  if (metrics)
+    metrics->write(fmt::format("{{\"step\": {}, \"pipeline\": {{\"stages\": {}, \"micro_batches\": {}, \"steps\": {}, "
+                               "\"span_seconds\": {:.6f}, \"busy_seconds\": [{:.6f}], \"idle_share\": [{:.6f}], "
+                               "\"theory\": {:.6f}}}}}",
+                               at_step, S, M, steps, span, fmt::join(busy, ", "), fmt::join(idle, ", "), theory));
+}
+
 std::string json_metrics(const std::map<std::string, double>& m) {
   std::string s;
   for (const auto& [k, v] : m) s += fmt::format(", \"{}\": {:.17g}", k, v);
@@ -309,6 +347,11 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     if (job.split_towers)
       fmt::print("model parallel: image tower on rank 0, text tower on rank 1 ({} backend, rendezvous {}:{}), batch {}\n",
                  job.group->backend(), job.env.master_addr, job.env.master_port, global_batch);
+    else if (job.stages > 1)
+      fmt::print("pipeline parallel: {} stages x {} data-parallel replicas ({} backend, rendezvous {}:{}), {} micro-batches "
+                 "of {}, global batch {}\n",
+                 job.stages, job.data_world(), job.group->backend(), job.env.master_addr, job.env.master_port,
+                 cfg.dist().micro_batches(), dc.batch_size() / cfg.dist().micro_batches(), global_batch);
     else if (job.group)
       fmt::print("data parallel: {} ranks ({} backend, rendezvous {}:{}), global batch {}{}\n", job.world(),
                  job.group->backend(), job.env.master_addr, job.env.master_port, global_batch,
@@ -328,7 +371,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   if (!job.group && cfg.dist().shard() != Shard::kNone && job.main_rank())
     fmt::print("dist.shard: {} has no effect in one process (it shards over data-parallel ranks)\n",
                enum_name(cfg.dist().shard()));
-  if (job.group && !job.split_towers) loss_fn->set_distributed(std::make_shared<dist::GroupGather>(job.group), cfg.loss().distributed());
+  if (job.group && job.replicated()) loss_fn->set_distributed(std::make_shared<dist::GroupGather>(job.group), cfg.loss().distributed());
   FusedAdamW optimizer(param_groups(model, cfg.optim()));
   TrainStep step(model, loss_fn, optimizer,
                  StepOptions()
@@ -337,7 +380,25 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
                      .group(job.group)
                      .bucket_bytes(static_cast<int64_t>(cfg.dist().bucket_mb() * (1 << 20)))
                      .shard(cfg.dist().shard())
-                     .towers(cfg.dist().towers()));
+                     .towers(cfg.dist().towers())
+                     .pipeline_stages(cfg.dist().pipeline_stages())
+                     .micro_batches(cfg.dist().micro_batches()));
+  // Pipeline replicas: the last stages compare their features with each other's, as data
+  // parallel ranks do.
+  if (step.replica_group()) loss_fn->set_distributed(std::make_shared<dist::GroupGather>(step.replica_group()), cfg.loss().distributed());
+  if (step.pipeline() && job.main_rank() && cfg.model().vision_cfg().is_resnet() && cfg.dist().micro_batches() > 1)
+    fmt::print("note: the ModifiedResNet's BatchNorm normalises each of the {} micro-batches by its own statistics "
+               "(as in GPipe), so this is not the one-process training on the whole batch; dist.micro_batches: 1 is\n",
+               cfg.dist().micro_batches());
+  if (step.pipeline()) {
+    const auto [begin, end] = step.stage_blocks();
+    const std::string line = fmt::format("stage {}: image blocks {}..{}{}{}", step.pipeline_stage(), begin, end - 1,
+                                         step.pipeline_stage() == 0 ? " with the stem" : "",
+                                         step.pipeline_stage() == job.stages - 1 ? ", the head, the text tower and the loss" : "");
+    const auto lines = job.group->all_gather_strings(line);
+    if (job.main_rank())
+      for (int64_t k = 0; k < job.stages; ++k) fmt::print("  {}\n", lines[k]);
+  }
 
   // Data.
   auto source = data::open_source(dc.train(), csv_options(dc, false));
@@ -393,7 +454,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   };
   auto checkpoint = [&] {
     const std::string mine = feed.state().to_string();
-    st.loader_states = job.group && !job.split_towers ? job.group->all_gather_strings(mine) : std::vector<std::string>{mine};
+    st.loader_states = job.loader_states(mine);
     step.gather_parameters();       // split towers: rank 0 saves the whole model
     step.gather_optimizer_state();  // ZeRO, split towers: consolidated on rank 0, so any layout can resume
     job.on_rank0(fmt::format("checkpoint at step {}", st.step), [&] {
@@ -418,19 +479,28 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
   auto window_start = std::chrono::steady_clock::now();  // since the last read point
   int64_t window_steps = 0;
   step.measure_activations_next_step();  // for the memory report after the first step
+  at::Tensor pipeline_seconds;  // [1 + S] summed over the steps after the first (report_bubble)
+  int64_t pipeline_steps = 0;
   while (st.step < total) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = learning_rate(cfg.schedule(), cfg.optim().lr(), st.step, total);
     const bool signalled = g_signal != 0;
     const StepResult r = step.run(next_batches(), lr, signalled);
+    if (r.pipeline_seconds.defined() && st.step > start_step) {  // the first step warms up
+      pipeline_seconds = pipeline_seconds.defined() ? pipeline_seconds + r.pipeline_seconds : r.pipeline_seconds;
+      ++pipeline_steps;
+    }
     skipped_in_row = (skipped_in_row + 1) * r.skipped;  // 0 after an applied step
     skipped_total = skipped_total + r.skipped;
     ++st.step;
     ++window_steps;
     if (st.step == start_step + 1) report_memory(job, step, r, metrics ? &*metrics : nullptr, st.step);
     st.samples_seen += global_batch;
-    if (job.group && !job.split_towers && cfg.dist().check_every() > 0 && st.step % cfg.dist().check_every() == 0)
-      dist::check_identical(*job.group, model->parameters(), fmt::format("parameters after step {}", st.step));
+    if (job.group && cfg.dist().check_every() > 0 && st.step % cfg.dist().check_every() == 0) {
+      const std::string what = fmt::format("parameters after step {}", st.step);
+      if (job.replicated()) dist::check_identical(*job.group, model->parameters(), what);
+      else if (step.replica_group()) dist::check_identical(*step.replica_group(), step.owned_parameters(), what);  // a stage's replicas
+    }
     st.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const bool log_point = st.step % loop.log_every() == 0 || st.step == total;
     const bool eval_point = loop.eval_every() > 0 && st.step % loop.eval_every() == 0 && st.step < total;
@@ -457,13 +527,15 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     const double window = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
     const double waited = loader.stats().wait_seconds - wait_before;
     if (log_point && applied) {
+      const at::Tensor scale = step.logit_scale();  // collective in a pipeline
+      const double logit_scale = job.main_rank() ? scale.exp().item<double>() : 0.0;
       const double samples_per_second = window > 0 ? window_steps * global_batch / window : 0.0;  // the whole job's
       const double wait_share = window > 0 ? waited / window : 0.0;
       if (metrics)
         metrics->write(fmt::format(
             "{{\"step\": {}, \"epoch\": {}, \"loss\": {:.17g}, \"lr\": {:.17g}, \"logit_scale\": {:.9g}, \"grad_norm\": "
             "{:.9g}, \"samples_per_second\": {:.3f}, \"data_wait\": {:.4f}, \"time\": {:.3f}{}}}",
-            st.step, st.epoch, loss, lr, model->logit_scale.exp().item<double>(), grad_norm, samples_per_second,
+            st.step, st.epoch, loss, lr, logit_scale, grad_norm, samples_per_second,
             wait_share, st.train_seconds,
             st.nonfinite_total > 0 ? fmt::format(", \"nonfinite_total\": {}", st.nonfinite_total) : std::string()));
       if (progress)
@@ -489,6 +561,7 @@ TrainRunResult train(const TrainConfig& cfg, const TrainRunOptions& run) {
     }
   }
   if (progress) bar.finish();
+  if (pipeline_steps > 0 && job.main_rank()) report_bubble(cfg, pipeline_seconds, pipeline_steps, metrics ? &*metrics : nullptr, st.step);
   result.steps = st.step;
   result.train_seconds = st.train_seconds;
   result.nonfinite_steps = st.nonfinite_total;
