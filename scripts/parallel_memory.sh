@@ -3,6 +3,7 @@
 # synthetic data, 1 thread per rank): the README's ZeRO, model-parallel and pipeline sections.
 #   scripts/parallel_memory.sh zero     ViT-B-32, dist.shard none/optimizer/gradients at 2 and 4 ranks, batch 2
 #   scripts/parallel_memory.sh towers   ViT-B-16 and RN50, one process against dist.towers: split, batch 4
+#   scripts/parallel_memory.sh pipeline ViT-B-16, one process against 2 pipeline stages with 2 micro-batches, batch 4
 #   scripts/parallel_memory.sh bubble   2 pipeline stages, M = 1, 2, 4, 8 micro-batches: the measured
 #                                       idle share per stage against (S-1)/(M+S-1), batch 128, 8 steps
 # The first two read the "memory" record of one step; bubble the "pipeline" record (steps after
@@ -43,6 +44,12 @@ case $mode in
       run "${model}_one" "$model" 4 "\"model\": \"$model\", \"layout\": \"one\""
       run "${model}_split" "$model" 4 "\"model\": \"$model\", \"layout\": \"split\"" --nproc 2 --set dist.towers=split
     done ;;
+  pipeline)
+    for model in ${MODELS:-ViT-B-16}; do
+      run "${model}_one" "$model" 4 "\"model\": \"$model\", \"layout\": \"one\""
+      run "${model}_pipeline" "$model" 4 "\"model\": \"$model\", \"layout\": \"2 stages, 2 micro-batches\"" \
+        --nproc 2 --set dist.pipeline_stages=2 --set dist.micro_batches=2
+    done ;;
   bubble)
     # Two stages of two ViT blocks each (the stem on the first; the head, a one-layer text tower
     # and the loss on the last), so the stages' work is about equal, as the theory assumes.
@@ -52,6 +59,6 @@ case $mode in
       STEPS=8 LINE='pipeline bubble' RECORD=pipeline run "bubble_m$m" "$D/bubble_model.yaml" "${BATCH:-128}" "\"micro_batches\": $m" \
         --nproc 2 --set dist.pipeline_stages=2 --set dist.micro_batches="$m"
     done ;;
-  *) echo "unknown mode '$mode'; valid: zero, towers, bubble" >&2; exit 2 ;;
+  *) echo "unknown mode '$mode'; valid: zero, towers, pipeline, bubble" >&2; exit 2 ;;
 esac
 echo "results: $D/$results"
