@@ -4,6 +4,8 @@
 #include "distributed/dist.h"
 #include "distributed/launch.h"
 #include "loss/loss.h"
+#include "optim/fused_adamw.h"
+#include "train/step.h"
 #include "support.h"
 
 #include <yaml-cpp/yaml.h>
@@ -13,6 +15,7 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -289,6 +292,42 @@ TEST(Dist, SendReceiveInOrderAndSubgroupsReduceTheirOwnRanks) {
     EXPECT_EQ(names, (std::vector<std::string>{"rank " + std::to_string(stage), "rank " + std::to_string(stage + 2)}));
     EXPECT_THROW(g.new_group({(stage + 1) % 2}, "not-mine"), std::exception);
   });
+}
+
+// The pipeline step as two stages in one process: with the same batch on both, one step runs
+// and the last stage reports a finite loss; when the stages' batches hold other captions (their
+// loaders fell out of step), the last stage stops with an error saying so instead of training on
+// mispaired images and captions, and the first stage's wait for its gradients fails too.
+TEST(Dist, PipelineStagesRefuseBatchesWithOtherCaptions) {
+  ModelConfig mc;
+  mc.embed_dim(16)
+      .vision_cfg(VisionCfg().image_size(16).patch_size(8).layers({2}).width(32).head_width(16))
+      .text_cfg(TextCfg().context_length(6).vocab_size(50).width(32).heads(2).layers(1));
+  for (const bool same : {true, false}) {
+    std::vector<std::string> errors(2);
+    std::vector<double> loss(2, -1);
+    on_ranks(2, [&](dist::Group& g) {
+      CLIP model(mc);
+      FusedAdamW optimizer(param_groups(model, OptimCfg()));
+      TrainStep step(model, make_loss("clip"), optimizer, StepOptions().group(shared(g)).pipeline_stages(2).micro_batches(2));
+      step.release_unowned_parameters();
+      auto ids = at::randint(1, 50, {4, 6}, at::kLong);  // [B, T]: the threads draw differently
+      if (same) ids = at::arange(24, at::kLong).view({4, 6}) % 50;
+      try {
+        loss[g.rank()] = step.run({MicroBatch{at::rand({4, 3, 16, 16}), ids}}, 1e-3).read().loss;
+      } catch (const std::exception& e) {
+        errors[g.rank()] = e.what();
+      }
+    }, /*timeout=*/10);
+    if (same) {
+      EXPECT_EQ(errors, (std::vector<std::string>{"", ""}));
+      EXPECT_TRUE(std::isfinite(loss[0]) && loss[0] > 0) << loss[0];
+      EXPECT_EQ(loss[0], loss[1]);  // every rank reads the last stage's loss
+    } else {
+      EXPECT_NE(errors[1].find("holds other captions than stage 0's"), std::string::npos) << errors[1];
+      EXPECT_FALSE(errors[0].empty());  // its neighbour is gone: the wait for gradients fails
+    }
+  }
 }
 
 TEST(Dist, StringsBroadcastAndIdentityCheck) {
