@@ -101,10 +101,7 @@ TrainStep::TrainStep(CLIP model, ContrastiveLoss loss, torch::optim::Optimizer& 
       std::vector<int64_t> ranks;
       for (int64_t d = 0; d < pp.replicas; ++d) ranks.push_back(d * pp.stages + pp.stage);
       replica_group_ = group->new_group(ranks, fmt::format("pipeline-stage-{}", pp.stage));
-      std::vector<at::Tensor> mine;
-      for (size_t k = 0; k < params_.size(); ++k)
-        if (owns(k)) mine.push_back(params_[k]);
-      averager_ = std::make_unique<dist::GradientAverager>(replica_group_, mine,
+      averager_ = std::make_unique<dist::GradientAverager>(replica_group_, owned_parameters(),
                                                            dist::AveragerOptions().bucket_bytes(options_.bucket_bytes()));
     }
   } else if (options_.towers() == Towers::kSplit) {
@@ -447,8 +444,6 @@ at::Tensor TrainStep::pipeline_forward_backward(const MicroBatch& micro, StepRes
   const bool bf16 = options_.precision() == Precision::kBf16;
   TORCH_CHECK(micro.images.size(0) % M == 0, "pipeline: a batch of ", micro.images.size(0), " does not split into ", M,
               " micro-batches");
-  // Busy time: each piece of compute, timed (on a GPU exact only with time_phases); the waits
-  // for a neighbour's message are what is left of the span.
   // The bubble: the stages start the step together (a barrier), so the step's span is the latest
   // stage's end; a stage's busy time is what its compute took, and the rest of the span it
   // waited. Host clocks measure compute on a CPU; on a GPU only with time_phases (a sync after
